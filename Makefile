@@ -1,0 +1,52 @@
+# gpumeter: the single entry point. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+DEMO_PERIOD ?=
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+stack-up:
+	bash infra/stack.sh up
+
+stack-down:
+	bash infra/stack.sh down
+
+stack-status:
+	bash infra/stack.sh status
+
+migrate: install
+	$(BIN)/gpumeter db migrate
+
+demo: install stack-up
+	$(BIN)/gpumeter demo $(if $(DEMO_PERIOD),--period $(DEMO_PERIOD),)
+
+# Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
+test: install stack-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Pure tests only, no services.
+test-unit: install
+	$(BIN)/pytest -m "unit" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/mypy
+
+schemas: install
+	$(BIN)/gpumeter schemas write
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

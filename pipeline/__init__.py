@@ -1,0 +1,3 @@
+"""gpumeter: GPU usage metering and billing pipeline."""
+
+__version__ = "0.1.0"

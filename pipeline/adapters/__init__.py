@@ -1,0 +1,1 @@
+"""Adapters: Kafka, ClickHouse and Stripe behind narrow interfaces."""

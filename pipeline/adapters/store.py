@@ -1,0 +1,120 @@
+"""The queries gpumeter runs on ClickHouse (one place, parameters only)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.adapters.clickhouse import Executor
+from pipeline.domain.period import Period
+from pipeline.domain.rating import UsageRow
+from pipeline.domain.usage import HourlyKey
+
+HOURLY_SELECT = (
+    "SELECT tenant_id, toUInt32(hour), project_id, gpu_model, mig_profile, region, provider, "
+    "cluster, usage_us, busy_us FROM usage_hourly FINAL "
+    "WHERE hour >= toDateTime(%(start)s, 'UTC') AND hour < toDateTime(%(end)s, 'UTC')"
+)
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    invoice_id: str
+    tenant_id: str
+    period: str
+    status: str
+    currency: str
+    total_minor: int
+    content_hash: str
+    stripe_invoice_id: str
+    version: int
+
+
+class Store:
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+
+    # -- usage -----------------------------------------------------------------------------
+    def hourly_rows(self, period: Period, tenant_id: str | None = None) -> dict[str, list[UsageRow]]:
+        sql = HOURLY_SELECT
+        params: dict[str, Any] = {"start": _ts(period.start), "end": _ts(period.end)}
+        if tenant_id is not None:
+            sql += " AND tenant_id = %(tenant)s"
+            params["tenant"] = tenant_id
+        out: dict[str, list[UsageRow]] = defaultdict(list)
+        for t, h, p, g, m, r, pr, c, usage, busy in self.ex.execute(sql, params):
+            out[t].append(UsageRow(HourlyKey(t, int(h), p, g, m, r, pr, c), int(usage), int(busy)))
+        return dict(out)
+
+    def table_counts(self) -> dict[str, int]:
+        return {t: int(self.ex.execute(f"SELECT count() FROM {t}")[0][0])
+                for t in ("usage_raw", "usage_hourly", "invoices", "invoice_lines",
+                          "chargeback_lines")}
+
+    # -- invoices --------------------------------------------------------------------------
+    def invoice(self, tenant_id: str, period: str) -> InvoiceRecord | None:
+        rows = self.ex.execute(
+            "SELECT invoice_id, tenant_id, period, status, currency, total_minor, content_hash, "
+            "stripe_invoice_id, version FROM invoices FINAL "
+            "WHERE tenant_id = %(t)s AND period = %(p)s",
+            {"t": tenant_id, "p": period},
+        )
+        return InvoiceRecord(*rows[0]) if rows else None
+
+    def invoices(self, period: str) -> list[InvoiceRecord]:
+        rows = self.ex.execute(
+            "SELECT invoice_id, tenant_id, period, status, currency, total_minor, content_hash, "
+            "stripe_invoice_id, version FROM invoices FINAL WHERE period = %(p)s "
+            "ORDER BY tenant_id",
+            {"p": period},
+        )
+        return [InvoiceRecord(*r) for r in rows]
+
+    def save_invoice(self, row: dict[str, Any]) -> None:
+        self.ex.insert("invoices", list(row), [tuple(row.values())])
+
+    def save_invoice_lines(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.ex.insert("invoice_lines", list(rows[0]), [tuple(r.values()) for r in rows])
+
+    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+        cols = ["line_id", "line_key", "description", "quantity", "unit_price", "amount_minor",
+                "currency", "usage_us", "stripe_invoice_item_id", "idempotency_key"]
+        rows = self.ex.execute(
+            f"SELECT {', '.join(cols)} FROM invoice_lines FINAL WHERE invoice_id = %(i)s "
+            "ORDER BY line_key", {"i": invoice_id})
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    # -- chargeback ------------------------------------------------------------------------
+    def save_chargeback(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.ex.insert("chargeback_lines", list(rows[0]), [tuple(r.values()) for r in rows])
+
+    def chargeback(self, period: str, cost_centre: str | None = None) -> list[dict[str, Any]]:
+        cols = ["period", "cost_centre", "tenant_id", "line_key", "description", "quantity",
+                "unit_price", "amount_minor", "currency", "credit_cost_centre", "usage_us",
+                "busy_us"]
+        sql = f"SELECT {', '.join(cols)} FROM chargeback_lines FINAL WHERE period = %(p)s"
+        params: dict[str, Any] = {"p": period}
+        if cost_centre is not None:
+            sql += " AND cost_centre = %(cc)s"
+            params["cc"] = cost_centre
+        rows = self.ex.execute(sql + " ORDER BY cost_centre, tenant_id, line_key", params)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    # -- Stripe customers ------------------------------------------------------------------
+    def stripe_customer(self, tenant_id: str) -> str | None:
+        rows = self.ex.execute(
+            "SELECT stripe_customer_id FROM stripe_customers FINAL WHERE tenant_id = %(t)s",
+            {"t": tenant_id})
+        return str(rows[0][0]) if rows else None
+
+    def save_stripe_customer(self, tenant_id: str, customer_id: str) -> None:
+        self.ex.insert("stripe_customers", ["tenant_id", "stripe_customer_id", "created_at"],
+                       [(tenant_id, customer_id, datetime.now(UTC))])
+
+
+def _ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,26 @@
+"""The one place that wires settings to adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor
+from pipeline.adapters.store import Store
+from pipeline.adapters.stripe_gateway import StripeGateway
+from pipeline.settings import Settings
+
+
+def executor(settings: Settings, chdb_path: Path | None = None) -> DriverExecutor | ChdbExecutor:
+    if chdb_path is not None:
+        return ChdbExecutor(chdb_path, settings.clickhouse_database)
+    return DriverExecutor(settings.clickhouse_host, settings.clickhouse_port,
+                          settings.clickhouse_database, settings.clickhouse_user,
+                          settings.clickhouse_password.get_secret_value())
+
+
+def store(settings: Settings) -> Store:
+    return Store(executor(settings))
+
+
+def stripe_gateway(settings: Settings) -> StripeGateway:
+    return StripeGateway(settings.stripe_api_key, settings.stripe_api_base)

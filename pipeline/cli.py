@@ -1,0 +1,184 @@
+"""``gpumeter``: the command line. Thin: parses arguments, wires adapters, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.domain.errors import BillingError
+from pipeline.settings import Settings
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.adapters.clickhouse import migrate
+    from pipeline.bootstrap import executor
+
+    ex = executor(settings, Path(args.chdb) if args.chdb else None)
+    applied = migrate(ex)
+    print(f"migrations applied on {ex.engine} database {settings.clickhouse_database}: "
+          f"{', '.join(applied) or 'none (up to date)'}")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.adapters.kafka import ensure_topics
+
+    created = ensure_topics(settings.kafka_bootstrap, {
+        settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1})
+    print(f"topics created: {', '.join(created) or 'none (already there)'}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.adapters.kafka import make_producer
+    from pipeline.config import Config
+    from pipeline.domain.period import Period
+    from pipeline.sim.run import simulate
+
+    period = Period.parse(args.period) if args.period else Period.previous(_now())
+    config = Config.load(settings.config_dir)
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        res = simulate(config, producer, settings.usage_topic, period, settings.out_dir,
+                       nodes=args.nodes, interval_s=args.interval, seed=args.seed,
+                       bad_every=args.bad_every, progress=not args.quiet)
+    finally:
+        producer.close()
+    rate = res.samples / res.seconds if res.seconds else 0
+    print(f"simulated {res.period}: nodes={res.nodes} jobs={res.jobs} messages={res.messages} "
+          f"samples={res.samples} invalid={res.bad_messages} in {res.seconds:.1f}s "
+          f"({rate:,.0f} samples/s); ground truth: {res.truth_path}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker.app import run_worker
+
+    sys.argv = sys.argv[:1]  # Faust's worker parses argv itself
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.billing.run import BillingRun
+    from pipeline.bootstrap import store, stripe_gateway
+    from pipeline.config import Config
+    from pipeline.domain.period import Period
+
+    period = Period.parse(args.period)
+    run = BillingRun(Config.load(settings.config_dir), store(settings), stripe_gateway(settings),
+                     settings.out_dir, _now)
+    report = run.run(period)
+    from pipeline.report import print_billing
+
+    print_billing(report)
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.schemas import check_schemas, write_schemas
+
+    if args.action == "write":
+        for p in write_schemas():
+            print(f"wrote {p}")
+        return 0
+    stale = check_schemas()
+    for p in stale:
+        print(f"out of date: {p} (run: gpumeter schemas write)")
+    return 1 if stale else 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.bootstrap import store
+    from pipeline.domain.period import Period
+    from pipeline.sim.truth import read_truth
+    from pipeline.verify import compare, stored_as_truth
+
+    period = Period.parse(args.period)
+    truth = read_truth(settings.out_dir / str(period) / "ground_truth.json")
+    v = compare(truth, stored_as_truth(store(settings), period))
+    print(json.dumps({"keys_expected": v.keys_expected, "keys_found": v.keys_found,
+                      "keys_equal": v.keys_equal, "lost_us": v.lost_us,
+                      "double_counted_us": v.double_us, "exact": v.exact}))
+    return 0 if v.exact else 1
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(settings, args.period, nodes=args.nodes, interval_s=args.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpumeter", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="ClickHouse schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    mig = db_sub.add_parser("migrate", help="apply schemas/clickhouse/*.sql in order")
+    mig.add_argument("--chdb", metavar="PATH", help="migrate an in-process chdb store at PATH")
+    mig.set_defaults(func=cmd_migrate)
+
+    topics = sub.add_parser("topics", help="create the Kafka topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=cmd_topics)
+
+    sim = sub.add_parser("simulate", help="publish a simulated period of fleet usage")
+    sim.add_argument("--period", help="YYYY-MM (default: previous calendar month)")
+    sim.add_argument("--nodes", type=int, default=40)
+    sim.add_argument("--interval", type=int, default=300, help="collection interval, seconds")
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--bad-every", type=int, default=0,
+                     help="also publish one invalid message every N reports (0: none)")
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(func=cmd_simulate)
+
+    w = sub.add_parser("worker", help="run the Faust stream worker")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=cmd_worker)
+
+    bill = sub.add_parser("bill", help="bill a period")
+    bill.add_argument("--period", required=True, help="YYYY-MM")
+    bill.set_defaults(func=cmd_bill)
+
+    sch = sub.add_parser("schemas", help="JSON Schemas in schemas/")
+    sch.add_argument("action", choices=["write", "check"])
+    sch.set_defaults(func=cmd_schemas)
+
+    ver = sub.add_parser("verify", help="compare ClickHouse with the ground truth of a period")
+    ver.add_argument("--period", required=True)
+    ver.set_defaults(func=cmd_verify)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
+    demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")
+    demo.add_argument("--nodes", type=int, default=40)
+    demo.add_argument("--interval", type=int, default=300)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):  # client libraries log every connection at INFO
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args, Settings()) or 0)
+    except BillingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Loading reference data and rate cards from ``config/`` with errors that name the file,
+the field and the problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.rating import RateCard
+from pipeline.domain.reference import GpuCatalog, ReferenceData
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(BillingError):
+    def __init__(self, path: Path, problems: list[str], code: BillingErrorCode) -> None:
+        super().__init__(code, f"{path}: " + "; ".join(problems))
+        self.path = path
+        self.problems = problems
+
+
+def _read_yaml(path: Path, code: BillingErrorCode) -> Any:
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"], code) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"], code) from None
+
+
+def _problems(err: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+    ]
+
+
+def _validate(model: type[M], data: Any, path: Path, code: BillingErrorCode) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(path, _problems(err), code) from None
+
+
+def load_reference(config_dir: Path) -> ReferenceData:
+    code = BillingErrorCode.INVALID_REFERENCE_DATA
+    catalog = _validate(GpuCatalog, _read_yaml(config_dir / "gpus.yaml", code), config_dir / "gpus.yaml", code)
+    tenants_raw = _read_yaml(config_dir / "tenants.yaml", code) or {}
+    partners_raw = _read_yaml(config_dir / "partners.yaml", code) or {}
+    data = {
+        "catalog": catalog,
+        "tenants": tenants_raw.get("tenants", []),
+        "partners": partners_raw.get("partners", []),
+        "platform_cost_centre": partners_raw.get("platform_cost_centre", "platform/gpu"),
+    }
+    return _validate(ReferenceData, data, config_dir / "tenants.yaml", code)
+
+
+def load_rate_cards(path: Path) -> dict[str, RateCard]:
+    code = BillingErrorCode.INVALID_RATE_CARD
+    raw = _read_yaml(path, code)
+    if not isinstance(raw, dict) or not isinstance(raw.get("rate_cards"), list):
+        raise ConfigError(path, ["expected a top-level 'rate_cards:' list"], code)
+    cards: dict[str, RateCard] = {}
+    for i, item in enumerate(raw["rate_cards"]):
+        try:
+            card = RateCard.model_validate(item)
+        except ValidationError as err:
+            ident = item.get("id", i) if isinstance(item, dict) else i
+            raise ConfigError(
+                path, [f"rate_cards[{ident}].{p}" for p in _problems(err)], code
+            ) from None
+        if card.id in cards:
+            raise ConfigError(path, [f"rate card id {card.id!r} appears twice"], code)
+        cards[card.id] = card
+    return cards
+
+
+@dataclass(frozen=True)
+class Config:
+    reference: ReferenceData
+    rate_cards: dict[str, RateCard]
+
+    @classmethod
+    def load(cls, config_dir: Path) -> Config:
+        ref = load_reference(config_dir)
+        cards = load_rate_cards(config_dir / "rate_cards.yaml")
+        for tenant in ref.tenants.values():
+            card = cards.get(tenant.rate_card)
+            if card is None:
+                raise ConfigError(
+                    config_dir / "tenants.yaml",
+                    [f"tenant {tenant.id!r}: unknown rate_card {tenant.rate_card!r}"],
+                    BillingErrorCode.INVALID_REFERENCE_DATA,
+                )
+            if card.currency != tenant.currency:
+                raise ConfigError(
+                    config_dir / "tenants.yaml",
+                    [f"tenant {tenant.id!r} bills in {tenant.currency} but rate card "
+                     f"{card.id!r} is in {card.currency}"],
+                    BillingErrorCode.INVALID_REFERENCE_DATA,
+                )
+        return cls(ref, cards)

@@ -1,0 +1,50 @@
+"""Stable error codes.
+
+Codes are part of the public contract: finance tooling, dashboards and the dead-letter topic
+match on them, so a code is never renamed or reused. Add new ones at the end.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """Why a usage event was dead-lettered (``reason`` header and field on the DLQ)."""
+
+    MESSAGE_TOO_LARGE = "message_too_large"
+    MALFORMED_JSON = "malformed_json"
+    EMPTY_BATCH = "empty_batch"
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNSUPPORTED_SPECVERSION = "unsupported_specversion"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    INVALID_DATA = "invalid_data"
+    UNKNOWN_GPU_MODEL = "unknown_gpu_model"
+    UNKNOWN_MIG_PROFILE = "unknown_mig_profile"
+    UNKNOWN_TENANT = "unknown_tenant"
+    NON_POSITIVE_INTERVAL = "non_positive_interval"
+    INTERVAL_TOO_LONG = "interval_too_long"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    KEY_MISMATCH = "key_mismatch"  # message key is not the tenant_id of its samples
+
+
+class BillingErrorCode(StrEnum):
+    """Finance-facing billing errors."""
+
+    INVALID_PERIOD = "billing.invalid_period"
+    PERIOD_NOT_CLOSED = "billing.period_not_closed"
+    INVALID_RATE_CARD = "billing.invalid_rate_card"
+    INVALID_REFERENCE_DATA = "billing.invalid_reference_data"
+    NO_PRICE = "billing.no_price_for_usage"
+    UNKNOWN_TENANT = "billing.unknown_tenant"
+    STRIPE_FAILED = "billing.stripe_failed"
+
+
+class BillingError(Exception):
+    """An error finance sees: a stable ``code`` and a message saying what is wrong."""
+
+    def __init__(self, code: BillingErrorCode, message: str) -> None:
+        super().__init__(f"[{code.value}] {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,50 @@
+"""Splitting usage intervals across UTC hours, in exact integer micro-seconds.
+
+Billable quantity is allocated GPUs x wall time (brief §4). A half-open interval
+``[start, end)`` that crosses an hour boundary is split across the hours it covers, each
+hour getting exactly the micro-seconds that fall inside it, so the parts always sum to the
+whole and nothing drifts however many samples a month holds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+US_PER_SECOND = 1_000_000
+HOUR_US = 3600 * US_PER_SECOND
+
+
+def to_us(ts: datetime) -> int:
+    """Aware datetime -> integer micro-seconds since the epoch (exact, no float)."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamp must be timezone-aware")
+    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    seconds, micros = divmod(us, US_PER_SECOND)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
+
+
+def hour_floor_us(us: int) -> int:
+    return us - us % HOUR_US
+
+
+def split_by_hour(start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """Return ``[(hour_start_us, overlap_us), ...]`` for the half-open ``[start_us, end_us)``.
+
+    >>> split_by_hour(3_000 * 10**6, 4_200 * 10**6)
+    [(0, 600000000), (3600000000, 600000000)]
+    """
+    if end_us <= start_us:
+        raise ValueError("end must be after start")
+    parts: list[tuple[int, int]] = []
+    hour = hour_floor_us(start_us)
+    cursor = start_us
+    while cursor < end_us:
+        nxt = min(hour + HOUR_US, end_us)
+        parts.append((hour, nxt - cursor))
+        cursor = nxt
+        hour += HOUR_US
+    return parts

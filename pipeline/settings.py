@@ -1,0 +1,50 @@
+"""Runtime settings, read from the environment (prefix ``GPUMETER_``).
+
+Secrets are ``SecretStr`` so that they never appear in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUMETER_", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "localhost:19092"
+    usage_topic: str = "gpu.usage.v1"
+    dlq_topic: str = "gpu.usage.dlq"
+    topic_partitions: int = 4
+    worker_id: str = "gpumeter-worker"
+    worker_data_dir: Path = REPO_ROOT / ".local" / "worker"
+    worker_web_port: int = 16066
+    # sink batching: flush when this many samples are buffered or this many seconds passed
+    sink_batch_samples: int = 20_000
+    sink_batch_seconds: float = 1.0
+
+    # ClickHouse
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_database: str = "gpumeter"
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+
+    # Stripe
+    stripe_api_key: SecretStr = SecretStr("sk_test_123")
+    stripe_api_base: str = "http://127.0.0.1:12111"
+
+    # Reference data and outputs
+    config_dir: Path = REPO_ROOT / "config"
+    out_dir: Path = REPO_ROOT / "out"
+
+    # validation limits
+    max_interval_s: int = Field(default=3600, description="longest interval one sample may cover")
+    max_future_skew_s: int = 3600
+    max_past_age_days: int = 400
+    max_message_bytes: int = 1_000_000

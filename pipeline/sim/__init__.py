@@ -1,0 +1,1 @@
+"""Fleet simulator: realistic GPU usage for a period, and its independent ground truth."""

@@ -1,0 +1,117 @@
+"""``gpumeter simulate``: publish a simulated period of fleet usage to Kafka, and write the
+ground truth beside it."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.domain.period import Period
+from pipeline.sim.fleet import all_reports, build_fleet, report_events, schedule_jobs
+from pipeline.sim.truth import ground_truth, write_truth
+
+BAD_EVENTS: list[tuple[str, Any]] = [  # (expected reason, how to corrupt a good event)
+    ("malformed_json", None),
+    ("unknown_gpu_model", ("gpu_model", "Z999")),
+    ("non_positive_interval", ("end", "start")),
+    ("unknown_tenant", ("tenant_id", "nobody-inc")),
+]
+
+
+@dataclass
+class SimResult:
+    period: str
+    nodes: int
+    jobs: int
+    messages: int
+    samples: int
+    bad_messages: int
+    truth_path: Path
+    seconds: float
+
+
+def plan(config: Config, period: Period, nodes: int, interval_s: int, seed: int) -> tuple[list[Any], list[Any]]:
+    rng = random.Random(seed)
+    tenants = sorted(config.reference.tenants)
+    fleet = build_fleet(config.reference, nodes, rng, interval_s)
+    jobs = {n.name: schedule_jobs(n, tenants, period.start, period.end, rng) for n in fleet}
+    return fleet, [jobs[n.name] for n in fleet]
+
+
+def bad_message(rng: random.Random, good: dict[str, Any], i: int) -> tuple[str, bytes]:
+    reason, change = BAD_EVENTS[i % len(BAD_EVENTS)]
+    if change is None:
+        return reason, b'{"specversion": "1.0", "id": ' + str(i).encode() + b', "data": {'
+    ev = json.loads(json.dumps(good))
+    ev["id"] = f"bad-{i}-{rng.random()}"
+    field, value = change
+    ev["data"][field] = ev["data"][value] if value in ev["data"] else value
+    return reason, json.dumps(ev).encode()
+
+
+def simulate(
+    config: Config,
+    producer: Any,
+    topic: str,
+    period: Period,
+    out_dir: Path,
+    nodes: int = 40,
+    interval_s: int = 300,
+    seed: int = 42,
+    bad_every: int = 0,
+    progress: bool = True,
+    clock: Any = time.monotonic,
+) -> SimResult:
+    started = clock()
+    fleet, job_lists = plan(config, period, nodes, interval_s, seed)
+    by_node = {n.name: jl for n, jl in zip(fleet, job_lists, strict=True)}
+    all_jobs = [j for jl in job_lists for j in jl]
+    truth = ground_truth(all_jobs)
+    truth_path = out_dir / str(period) / "ground_truth.json"
+    meta = {"period": str(period), "nodes": nodes, "interval_s": interval_s, "seed": seed,
+            "generated_at": datetime.now().astimezone().isoformat()}
+    write_truth(truth_path, truth, meta)
+
+    reports = list(all_reports(fleet, by_node, period.start, period.end, interval_s))
+    rng = random.Random(seed + 1)
+    messages = samples = bad = 0
+    failures: list[BaseException] = []
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task(f"simulate {period}", total=len(reports))
+        for i, r in enumerate(reports):
+            events = report_events(r)
+            key = r.job.tenant_id.encode()
+            producer.send(topic, key=key, value=json.dumps(events, separators=(",", ":")).encode()
+                          ).add_errback(failures.append)
+            messages += 1
+            samples += len(events)
+            if bad_every and i % bad_every == bad_every - 1:
+                _reason, payload = bad_message(rng, events[0], i)
+                producer.send(topic, key=key, value=payload).add_errback(failures.append)
+                bad += 1
+            if i % 2000 == 0:
+                bar.update(task, completed=i, description=f"simulate {period} ({samples:,} samples)")
+        producer.flush()
+        bar.update(task, completed=len(reports))
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} messages were not acknowledged by Kafka (first: {failures[0]!r}); "
+            "the ground truth no longer matches what was published: run the simulation again"
+        )
+    return SimResult(str(period), nodes, len(all_jobs), messages, samples, bad, truth_path,
+                     clock() - started)
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)

@@ -1,0 +1,1 @@
+"""The stream worker (Faust agent) and its ClickHouse sink."""
