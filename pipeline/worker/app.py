@@ -6,7 +6,9 @@ Faust gives us the consumer group, partition assignment, the tables with a persi
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import MutableMapping
@@ -32,28 +34,60 @@ def _faust() -> Any:
     return faust
 
 
+class _SeenView(MutableMapping[str, int]):
+    """The dedupe table as ``identity -> version``, stored as raw bytes."""
+
+    def __init__(self, table: Any) -> None:
+        self._t = table
+
+    def __getitem__(self, key: str) -> int:
+        raw = self._t[key.encode()]
+        if raw is None:
+            raise KeyError(key)
+        return int(raw)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._t.get(key.encode())
+        return default if raw is None else int(raw)
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._t[key.encode()] = str(value).encode()
+
+    def __delitem__(self, key: str) -> None:
+        del self._t[key.encode()]
+
+    def __iter__(self) -> Any:
+        return (k.decode() for k in self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+
 class FaustTables:
     """Adapts Faust tables to :class:`pipeline.worker.processor.Tables`.
 
-    Faust routes a table write to the changelog partition of the *current event*; in a batch
-    we set that event explicitly, so each write lands in the partition its message came from.
+    Both tables hold raw bytes (no Faust model codecs): an aggregate is
+    ``b"usage_us,busy_us,samples,version"``. Faust routes a table write to the changelog
+    partition of the *current event*; in a batch we set that event explicitly, so each write
+    lands in the partition its message came from.
     """
 
     def __init__(self, seen: Any, hourly: Any) -> None:
         from faust.streams import _current_event
 
         self._current = _current_event
-        self.seen: MutableMapping[str, int] = seen
+        self.seen: MutableMapping[str, int] = _SeenView(seen)
         self._hourly = hourly
 
     def bind(self, msg: Message) -> None:
         self._current.set(weakref.ref(msg.handle))
 
     def load(self, key: str) -> Agg:
-        return Agg.from_list(self._hourly.get(key))
+        raw = self._hourly.get(key.encode())
+        return Agg.from_list([int(x) for x in raw.split(b",")] if raw else None)
 
     def store(self, key: str, agg: Agg) -> None:
-        self._hourly[key] = agg.to_list()
+        self._hourly[key.encode()] = ",".join(map(str, agg.to_list())).encode()
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -80,10 +114,9 @@ def create_app(settings: Settings | None = None) -> Any:
                       key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
-    seen = app.Table("seen", default=None, key_type=str, value_type=int,
-                     partitions=settings.topic_partitions)
-    hourly = app.Table("hourly", default=None, key_type=str, value_type=list,
-                       partitions=settings.topic_partitions)
+    raw = {"key_type": bytes, "value_type": bytes, "partitions": settings.topic_partitions}
+    seen = app.Table("seen", default=None, **raw)
+    hourly = app.Table("hourly", default=None, **raw)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         fut = await dlq.send(key=key, value=value)
@@ -116,7 +149,21 @@ def create_app(settings: Settings | None = None) -> Any:
                         if e.message.timestamp else None, e)
                 for e in events
             ]
-            await proc.process(batch)
+            try:
+                await proc.process(batch)
+            except asyncio.CancelledError:
+                # Stopped mid-batch (SIGTERM): Faust would acknowledge the half-done batch
+                # while unwinding, so leave now; the batch is replayed on the next start.
+                log.warning("stopped in the middle of a batch; it will be replayed")
+                logging.shutdown()
+                os._exit(0)
+            except BaseException:
+                # Crash-only: Faust would acknowledge the batch while unwinding the stream,
+                # so die before it can commit; the batch is replayed on restart.
+                log.critical("batch processing failed; exiting without committing",
+                             exc_info=True)
+                logging.shutdown()
+                os._exit(70)
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
                 s = proc.stats
