@@ -13,9 +13,13 @@ from pipeline.settings import Settings
 def executor(settings: Settings, chdb_path: Path | None = None) -> DriverExecutor | ChdbExecutor:
     if chdb_path is not None:
         return ChdbExecutor(chdb_path, settings.clickhouse_database)
-    return DriverExecutor(settings.clickhouse_host, settings.clickhouse_port,
-                          settings.clickhouse_database, settings.clickhouse_user,
-                          settings.clickhouse_password.get_secret_value())
+    return DriverExecutor(
+        settings.clickhouse_host,
+        settings.clickhouse_port,
+        settings.clickhouse_database,
+        settings.clickhouse_user,
+        settings.clickhouse_password.get_secret_value(),
+    )
 
 
 def store(settings: Settings) -> Store:

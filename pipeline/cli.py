@@ -24,16 +24,20 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     ex = executor(settings, Path(args.chdb) if args.chdb else None)
     applied = migrate(ex)
-    print(f"migrations applied on {ex.engine} database {settings.clickhouse_database}: "
-          f"{', '.join(applied) or 'none (up to date)'}")
+    print(
+        f"migrations applied on {ex.engine} database {settings.clickhouse_database}: "
+        f"{', '.join(applied) or 'none (up to date)'}"
+    )
     return 0
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters.kafka import ensure_topics
 
-    created = ensure_topics(settings.kafka_bootstrap, {
-        settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1})
+    created = ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    )
     print(f"topics created: {', '.join(created) or 'none (already there)'}")
     return 0
 
@@ -48,15 +52,26 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     config = Config.load(settings.config_dir)
     producer = make_producer(settings.kafka_bootstrap)
     try:
-        res = simulate(config, producer, settings.usage_topic, period, settings.out_dir,
-                       nodes=args.nodes, interval_s=args.interval, seed=args.seed,
-                       bad_every=args.bad_every, progress=not args.quiet)
+        res = simulate(
+            config,
+            producer,
+            settings.usage_topic,
+            period,
+            settings.out_dir,
+            nodes=args.nodes,
+            interval_s=args.interval,
+            seed=args.seed,
+            bad_every=args.bad_every,
+            progress=not args.quiet,
+        )
     finally:
         producer.close()
     rate = res.samples / res.seconds if res.seconds else 0
-    print(f"simulated {res.period}: nodes={res.nodes} jobs={res.jobs} messages={res.messages} "
-          f"samples={res.samples} invalid={res.bad_messages} in {res.seconds:.1f}s "
-          f"({rate:,.0f} samples/s); ground truth: {res.truth_path}")
+    print(
+        f"simulated {res.period}: nodes={res.nodes} jobs={res.jobs} messages={res.messages} "
+        f"samples={res.samples} invalid={res.bad_messages} in {res.seconds:.1f}s "
+        f"({rate:,.0f} samples/s); ground truth: {res.truth_path}"
+    )
     return 0
 
 
@@ -75,8 +90,13 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.domain.period import Period
 
     period = Period.parse(args.period)
-    run = BillingRun(Config.load(settings.config_dir), store(settings), stripe_gateway(settings),
-                     settings.out_dir, _now)
+    run = BillingRun(
+        Config.load(settings.config_dir),
+        store(settings),
+        stripe_gateway(settings),
+        settings.out_dir,
+        _now,
+    )
     report = run.run(period)
     from pipeline.report import print_billing
 
@@ -106,9 +126,18 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     period = Period.parse(args.period)
     truth = read_truth(settings.out_dir / str(period) / "ground_truth.json")
     v = compare(truth, stored_as_truth(store(settings), period))
-    print(json.dumps({"keys_expected": v.keys_expected, "keys_found": v.keys_found,
-                      "keys_equal": v.keys_equal, "lost_us": v.lost_us,
-                      "double_counted_us": v.double_us, "exact": v.exact}))
+    print(
+        json.dumps(
+            {
+                "keys_expected": v.keys_expected,
+                "keys_found": v.keys_found,
+                "keys_equal": v.keys_equal,
+                "lost_us": v.lost_us,
+                "double_counted_us": v.double_us,
+                "exact": v.exact,
+            }
+        )
+    )
     return 0 if v.exact else 1
 
 
@@ -138,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--nodes", type=int, default=40)
     sim.add_argument("--interval", type=int, default=300, help="collection interval, seconds")
     sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--bad-every", type=int, default=0,
-                     help="also publish one invalid message every N reports (0: none)")
+    sim.add_argument(
+        "--bad-every",
+        type=int,
+        default=0,
+        help="also publish one invalid message every N reports (0: none)",
+    )
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(func=cmd_simulate)
 
@@ -169,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("kafka", "aiokafka"):  # client libraries log every connection at INFO
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:

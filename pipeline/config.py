@@ -14,7 +14,6 @@ from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.rating import RateCard
 from pipeline.domain.reference import GpuCatalog, ReferenceData
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -36,9 +35,7 @@ def _read_yaml(path: Path, code: BillingErrorCode) -> Any:
 
 
 def _problems(err: ValidationError) -> list[str]:
-    return [
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-    ]
+    return [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()]
 
 
 def _validate(model: type[M], data: Any, path: Path, code: BillingErrorCode) -> M:
@@ -50,7 +47,9 @@ def _validate(model: type[M], data: Any, path: Path, code: BillingErrorCode) -> 
 
 def load_reference(config_dir: Path) -> ReferenceData:
     code = BillingErrorCode.INVALID_REFERENCE_DATA
-    catalog = _validate(GpuCatalog, _read_yaml(config_dir / "gpus.yaml", code), config_dir / "gpus.yaml", code)
+    catalog = _validate(
+        GpuCatalog, _read_yaml(config_dir / "gpus.yaml", code), config_dir / "gpus.yaml", code
+    )
     tenants_raw = _read_yaml(config_dir / "tenants.yaml", code) or {}
     partners_raw = _read_yaml(config_dir / "partners.yaml", code) or {}
     data = {
@@ -102,8 +101,10 @@ class Config:
             if card.currency != tenant.currency:
                 raise ConfigError(
                     config_dir / "tenants.yaml",
-                    [f"tenant {tenant.id!r} bills in {tenant.currency} but rate card "
-                     f"{card.id!r} is in {card.currency}"],
+                    [
+                        f"tenant {tenant.id!r} bills in {tenant.currency} but rate card "
+                        f"{card.id!r} is in {card.currency}"
+                    ],
                     BillingErrorCode.INVALID_REFERENCE_DATA,
                 )
         return cls(ref, cards)

@@ -3,19 +3,13 @@ against the ground truth, bill, and print where everything is."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import end_offsets, ensure_topics, group_lag, make_producer
+from pipeline.adapters.kafka import end_offsets, ensure_topics, make_producer
 from pipeline.billing.run import BillingRun
 from pipeline.bootstrap import executor, store, stripe_gateway
 from pipeline.config import Config
@@ -25,55 +19,12 @@ from pipeline.settings import REPO_ROOT, Settings
 from pipeline.sim.run import simulate
 from pipeline.sim.truth import read_truth
 from pipeline.verify import compare, stored_as_truth
+from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
 
 
-def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fh = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "worker"], cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_drained(settings: Settings, proc: subprocess.Popen[bytes] | None, timeout: float,
-                 console: Console | None = None, progress: bool = True) -> float:
-    """Block until the worker's group has committed every offset of the usage topic."""
-    started = time.monotonic()
-    total = sum(end_offsets(settings.kafka_bootstrap, settings.usage_topic).values())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=not progress) as bar:
-        task = bar.add_task("worker: messages committed", total=total)
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"worker exited with code {proc.returncode}; see its log")
-            try:
-                committed, lag = group_lag(settings.kafka_bootstrap, settings.worker_id,
-                                           settings.usage_topic)
-            except Exception:  # noqa: BLE001 - broker momentarily unavailable: keep polling
-                committed, lag = 0, total
-            bar.update(task, completed=committed)
-            if committed >= total and lag == 0:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"worker not drained after {timeout:.0f}s ({lag} left)")
-            time.sleep(1)
-
-
-def run_demo(settings: Settings, period_text: str | None, nodes: int = 40,
-             interval_s: int = 300) -> int:
+def run_demo(
+    settings: Settings, period_text: str | None, nodes: int = 40, interval_s: int = 300
+) -> int:
     console = Console()
     t0 = time.monotonic()
     period = Period.parse(period_text) if period_text else Period.previous(datetime.now(UTC))
@@ -81,31 +32,48 @@ def run_demo(settings: Settings, period_text: str | None, nodes: int = 40,
     console.rule(f"gpumeter demo: {period}, {len(config.reference.tenants)} tenants, {nodes} nodes")
     applied = migrate(executor(settings))
     console.print(f"ClickHouse migrations: {', '.join(applied) or 'up to date'}")
-    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: settings.topic_partitions,
-                                             settings.dlq_topic: 1})
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    )
     producer = make_producer(settings.kafka_bootstrap)
     try:
-        sim = simulate(config, producer, settings.usage_topic, period, settings.out_dir,
-                       nodes=nodes, interval_s=interval_s, bad_every=5000)
+        sim = simulate(
+            config,
+            producer,
+            settings.usage_topic,
+            period,
+            settings.out_dir,
+            nodes=nodes,
+            interval_s=interval_s,
+            bad_every=5000,
+        )
     finally:
         producer.close()
-    console.print(f"published {sim.messages:,} messages / {sim.samples:,} samples "
-                  f"(+{sim.bad_messages} invalid, for the dead-letter topic) in {sim.seconds:.0f}s")
+    console.print(
+        f"published {sim.messages:,} messages / {sim.samples:,} samples "
+        f"(+{sim.bad_messages} invalid, for the dead-letter topic) in {sim.seconds:.0f}s"
+    )
     log = REPO_ROOT / ".local" / "logs" / "worker-demo.log"
     worker = start_worker(settings, log)
     try:
         drained = wait_drained(settings, worker, timeout=1800, console=console)
     finally:
         stop_worker(worker)
-    console.print(f"worker drained the topic in {drained:.0f}s "
-                  f"({sim.samples / max(drained, 1e-9):,.0f} samples/s); log: {log}")
+    console.print(
+        f"worker drained the topic in {drained:.0f}s "
+        f"({sim.samples / max(drained, 1e-9):,.0f} samples/s); log: {log}"
+    )
     st = store(settings)
     v = compare(read_truth(sim.truth_path), stored_as_truth(st, period))
     verdict = "[green]exact[/green]" if v.exact else "[red]MISMATCH[/red]"
-    console.print(f"ClickHouse vs ground truth: {v.keys_equal}/{v.keys_expected} hourly keys equal, "
-                  f"lost={v.lost_us}us double_counted={v.double_us}us: {verdict}")
-    cfg_run = BillingRun(config, st, stripe_gateway(settings), settings.out_dir,
-                         lambda: datetime.now(UTC))
+    console.print(
+        f"ClickHouse vs ground truth: {v.keys_equal}/{v.keys_expected} hourly keys equal, "
+        f"lost={v.lost_us}us double_counted={v.double_us}us: {verdict}"
+    )
+    cfg_run = BillingRun(
+        config, st, stripe_gateway(settings), settings.out_dir, lambda: datetime.now(UTC)
+    )
     report = cfg_run.run(period)
     print_billing(report, console)
     dlq = sum(end_offsets(settings.kafka_bootstrap, settings.dlq_topic).values())

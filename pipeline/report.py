@@ -17,14 +17,22 @@ def _h(q: Fraction) -> str:
 
 def billing_table(report: BillingReport, title: str | None = None) -> Table:
     t = Table(title=title or f"Billing {report.period}")
-    for col, just in (("tenant", "left"), ("kind", "left"), ("GPU-hours", "right"),
-                      ("amount", "right"), ("cur", "left"), ("status", "left")):
+    for col, just in (
+        ("tenant", "left"),
+        ("kind", "left"),
+        ("GPU-hours", "right"),
+        ("amount", "right"),
+        ("cur", "left"),
+        ("status", "left"),
+    ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in report.results:
         t.add_row(r.tenant_id, r.kind, _h(r.gpu_hours), f"{r.amount:,.2f}", r.currency, r.status)
     for (kind, cur), amount in sorted(report.totals().items()):
         hours = sum((r.gpu_hours for r in report.results if r.kind == kind), Fraction(0))
-        t.add_row(f"[b]total {kind}[/b]", "", f"[b]{_h(hours)}[/b]", f"[b]{amount:,.2f}[/b]", cur, "")
+        t.add_row(
+            f"[b]total {kind}[/b]", "", f"[b]{_h(hours)}[/b]", f"[b]{amount:,.2f}[/b]", cur, ""
+        )
     return t
 
 

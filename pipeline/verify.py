@@ -21,7 +21,11 @@ class Verification:
 
     @property
     def exact(self) -> bool:
-        return self.lost_us == 0 and self.double_us == 0 and self.keys_equal == self.keys_expected == self.keys_found
+        return (
+            self.lost_us == 0
+            and self.double_us == 0
+            and self.keys_equal == self.keys_expected == self.keys_found
+        )
 
 
 def stored_as_truth(store: Store, period: Period) -> dict[TruthKey, int]:
@@ -30,8 +34,18 @@ def stored_as_truth(store: Store, period: Period) -> dict[TruthKey, int]:
         for r in rows:
             k = r.key
             hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-            out[(k.tenant_id, hour, k.project_id, k.gpu_model, k.mig_profile, k.region,
-                 k.provider, k.cluster)] = r.usage_us
+            out[
+                (
+                    k.tenant_id,
+                    hour,
+                    k.project_id,
+                    k.gpu_model,
+                    k.mig_profile,
+                    k.region,
+                    k.provider,
+                    k.cluster,
+                )
+            ] = r.usage_us
     return out
 
 

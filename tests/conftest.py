@@ -9,6 +9,8 @@ import pytest
 from pipeline.config import Config
 from pipeline.settings import REPO_ROOT
 
+pytest_plugins = ["tests.services"]
+
 
 @pytest.fixture(scope="session")
 def config() -> Config:

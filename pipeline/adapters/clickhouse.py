@@ -89,11 +89,17 @@ class DriverExecutor:
         from clickhouse_driver import Client
 
         self.database = ident(database)
-        self._admin = Client(host=host, port=port, user=user, password=password,
-                             connect_timeout=connect_timeout)
+        self._admin = Client(
+            host=host, port=port, user=user, password=password, connect_timeout=connect_timeout
+        )
         self._client = Client(
-            host=host, port=port, database=self.database, user=user, password=password,
-            connect_timeout=connect_timeout, send_receive_timeout=60,
+            host=host,
+            port=port,
+            database=self.database,
+            user=user,
+            password=password,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=60,
         )
 
     def create_database(self) -> None:
@@ -112,6 +118,7 @@ class DriverExecutor:
 
     def close(self) -> None:
         self._client.disconnect()
+        self._admin.disconnect()
 
 
 def _norm(value: Any) -> Any:
@@ -153,7 +160,9 @@ class ChdbExecutor:
             return []
         doc = json.loads(raw)
         types = [m["type"] for m in doc["meta"]]
-        return [tuple(_from_json(v, t) for v, t in zip(row, types, strict=True)) for row in doc["data"]]
+        return [
+            tuple(_from_json(v, t) for v, t in zip(row, types, strict=True)) for row in doc["data"]
+        ]
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
@@ -216,14 +225,18 @@ def migrate(ex: DriverExecutor | ChdbExecutor, directory: Path = MIGRATIONS_DIR)
             continue
         for stmt in statements(path):
             ex.execute(stmt)
-        ex.insert("schema_migrations", ["version", "name", "applied_at"],
-                  [(version, name, datetime.now(UTC))])
+        ex.insert(
+            "schema_migrations",
+            ["version", "name", "applied_at"],
+            [(version, name, datetime.now(UTC))],
+        )
         applied.append(f"{version:04d}_{name}")
     return applied
 
 
-def with_retry(fn: Any, *, what: str, log: Any, max_delay: float = 10.0,
-               attempts: int | None = None) -> Any:
+def with_retry(
+    fn: Any, *, what: str, log: Any, max_delay: float = 10.0, attempts: int | None = None
+) -> Any:
     """Call ``fn`` until it succeeds, backing off exponentially (network and server errors).
 
     ``attempts=None`` retries forever: the stream sink must not drop rows, it waits for
@@ -236,7 +249,8 @@ def with_retry(fn: Any, *, what: str, log: Any, max_delay: float = 10.0,
             n += 1
             if attempts is not None and n >= attempts:
                 raise
-            log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__,
-                        exc, n, delay)
+            log.warning(
+                "%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, n, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, max_delay)

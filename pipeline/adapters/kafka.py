@@ -51,8 +51,9 @@ def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
     kafka = _kafka()
     from kafka.structs import TopicPartition
 
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                   enable_auto_commit=False)
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -37,7 +37,9 @@ class Store:
         self.ex = ex
 
     # -- usage -----------------------------------------------------------------------------
-    def hourly_rows(self, period: Period, tenant_id: str | None = None) -> dict[str, list[UsageRow]]:
+    def hourly_rows(
+        self, period: Period, tenant_id: str | None = None
+    ) -> dict[str, list[UsageRow]]:
         sql = HOURLY_SELECT
         params: dict[str, Any] = {"start": _ts(period.start), "end": _ts(period.end)}
         if tenant_id is not None:
@@ -49,9 +51,10 @@ class Store:
         return dict(out)
 
     def table_counts(self) -> dict[str, int]:
-        return {t: int(self.ex.execute(f"SELECT count() FROM {t}")[0][0])
-                for t in ("usage_raw", "usage_hourly", "invoices", "invoice_lines",
-                          "chargeback_lines")}
+        return {
+            t: int(self.ex.execute(f"SELECT count() FROM {t}")[0][0])
+            for t in ("usage_raw", "usage_hourly", "invoices", "invoice_lines", "chargeback_lines")
+        }
 
     # -- invoices --------------------------------------------------------------------------
     def invoice(self, tenant_id: str, period: str) -> InvoiceRecord | None:
@@ -80,11 +83,23 @@ class Store:
             self.ex.insert("invoice_lines", list(rows[0]), [tuple(r.values()) for r in rows])
 
     def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
-        cols = ["line_id", "line_key", "description", "quantity", "unit_price", "amount_minor",
-                "currency", "usage_us", "stripe_invoice_item_id", "idempotency_key"]
+        cols = [
+            "line_id",
+            "line_key",
+            "description",
+            "quantity",
+            "unit_price",
+            "amount_minor",
+            "currency",
+            "usage_us",
+            "stripe_invoice_item_id",
+            "idempotency_key",
+        ]
         rows = self.ex.execute(
             f"SELECT {', '.join(cols)} FROM invoice_lines FINAL WHERE invoice_id = %(i)s "
-            "ORDER BY line_key", {"i": invoice_id})
+            "ORDER BY line_key",
+            {"i": invoice_id},
+        )
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     # -- chargeback ------------------------------------------------------------------------
@@ -93,9 +108,20 @@ class Store:
             self.ex.insert("chargeback_lines", list(rows[0]), [tuple(r.values()) for r in rows])
 
     def chargeback(self, period: str, cost_centre: str | None = None) -> list[dict[str, Any]]:
-        cols = ["period", "cost_centre", "tenant_id", "line_key", "description", "quantity",
-                "unit_price", "amount_minor", "currency", "credit_cost_centre", "usage_us",
-                "busy_us"]
+        cols = [
+            "period",
+            "cost_centre",
+            "tenant_id",
+            "line_key",
+            "description",
+            "quantity",
+            "unit_price",
+            "amount_minor",
+            "currency",
+            "credit_cost_centre",
+            "usage_us",
+            "busy_us",
+        ]
         sql = f"SELECT {', '.join(cols)} FROM chargeback_lines FINAL WHERE period = %(p)s"
         params: dict[str, Any] = {"p": period}
         if cost_centre is not None:
@@ -108,12 +134,16 @@ class Store:
     def stripe_customer(self, tenant_id: str) -> str | None:
         rows = self.ex.execute(
             "SELECT stripe_customer_id FROM stripe_customers FINAL WHERE tenant_id = %(t)s",
-            {"t": tenant_id})
+            {"t": tenant_id},
+        )
         return str(rows[0][0]) if rows else None
 
     def save_stripe_customer(self, tenant_id: str, customer_id: str) -> None:
-        self.ex.insert("stripe_customers", ["tenant_id", "stripe_customer_id", "created_at"],
-                       [(tenant_id, customer_id, datetime.now(UTC))])
+        self.ex.insert(
+            "stripe_customers",
+            ["tenant_id", "stripe_customer_id", "created_at"],
+            [(tenant_id, customer_id, datetime.now(UTC))],
+        )
 
 
 def _ts(dt: datetime) -> str:

@@ -29,8 +29,13 @@ class StripeInvoice:
 
 
 class StripeGateway:
-    def __init__(self, api_key: SecretStr, api_base: str, max_network_retries: int = 3,
-                 http_client: Any = None) -> None:
+    def __init__(
+        self,
+        api_key: SecretStr,
+        api_base: str,
+        max_network_retries: int = 3,
+        http_client: Any = None,
+    ) -> None:
         stripe = _stripe()
         kwargs: dict[str, Any] = {
             "base_addresses": {"api": api_base},
@@ -47,8 +52,9 @@ class StripeGateway:
         cus = self._client.v1.customers.create(params=params, options={"idempotency_key": idem})
         return str(cus.id)
 
-    def create_invoice(self, customer_id: str, currency: str, metadata: dict[str, str],
-                       description: str, idem: str) -> StripeInvoice:
+    def create_invoice(
+        self, customer_id: str, currency: str, metadata: dict[str, str], description: str, idem: str
+    ) -> StripeInvoice:
         inv = self._client.v1.invoices.create(
             params={
                 "customer": customer_id,
@@ -64,8 +70,16 @@ class StripeGateway:
         )
         return StripeInvoice(str(inv.id), str(inv.status))
 
-    def add_item(self, customer_id: str, invoice_id: str, amount_minor: int, currency: str,
-                 description: str, metadata: dict[str, str], idem: str) -> str:
+    def add_item(
+        self,
+        customer_id: str,
+        invoice_id: str,
+        amount_minor: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idem: str,
+    ) -> str:
         item = self._client.v1.invoice_items.create(
             params={
                 "customer": customer_id,
@@ -90,13 +104,13 @@ def recording_http_client() -> Any:
     """A real HTTP client that also records each request (method, path, idempotency key)."""
     stripe = _stripe()
 
-    class Recording(stripe.RequestsClient):  # type: ignore[misc, name-defined]
+    class Recording(stripe.RequestsClient):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
-            self.requests: list[tuple[str, str, str | None]] = []
+            self.recorded: list[tuple[str, str, str | None]] = []
 
         def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
-            self.requests.append((method, url, (headers or {}).get("Idempotency-Key")))
+            self.recorded.append((method, url, (headers or {}).get("Idempotency-Key")))
             return super().request(method, url, headers, post_data)
 
     return Recording()

@@ -28,7 +28,8 @@ class Period:
         year, month = int(m.group(1)), int(m.group(2))
         if not 1 <= month <= 12 or year < 2000:
             raise BillingError(
-                BillingErrorCode.INVALID_PERIOD, f"period {text!r}: month must be 01-12, year >= 2000"
+                BillingErrorCode.INVALID_PERIOD,
+                f"period {text!r}: month must be 01-12, year >= 2000",
             )
         return cls(year, month)
 

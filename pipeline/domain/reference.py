@@ -29,7 +29,8 @@ class GpuModel(BaseModel):
         for profile, slices in self.mig_profiles.items():
             if not 0 < slices <= self.compute_slices:
                 raise ValueError(
-                    f"MIG profile {profile!r} takes {slices} slices; the GPU has {self.compute_slices}"
+                    f"MIG profile {profile!r} takes {slices} slices; "
+                    f"the GPU has {self.compute_slices}"
                 )
         return self
 

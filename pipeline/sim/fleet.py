@@ -127,7 +127,9 @@ def schedule_jobs(
     return jobs
 
 
-def reports(node: Node, jobs: list[Job], start: datetime, end: datetime, interval_s: int) -> Iterator[Report]:
+def reports(
+    node: Node, jobs: list[Job], start: datetime, end: datetime, interval_s: int
+) -> Iterator[Report]:
     """Collection windows of a node, clipped to its jobs and to the period, in time order."""
     p_start, p_end = to_us(start), to_us(end)
     step = interval_s * US_PER_SECOND
@@ -149,8 +151,9 @@ def reports(node: Node, jobs: list[Job], start: datetime, end: datetime, interva
         w_start, w_end = w_end, w_end + step
 
 
-def all_reports(fleet: list[Node], jobs: dict[str, list[Job]], start: datetime, end: datetime,
-                interval_s: int) -> Iterator[Report]:
+def all_reports(
+    fleet: list[Node], jobs: dict[str, list[Job]], start: datetime, end: datetime, interval_s: int
+) -> Iterator[Report]:
     """Every node's reports merged in send-time order (a whole fleet, in accelerated time)."""
     streams = [reports(n, jobs[n.name], start, end, interval_s) for n in fleet]
     return heapq.merge(*streams, key=lambda r: (r.time_us, r.node.name))
@@ -160,7 +163,7 @@ def report_events(r: Report) -> list[dict[str, object]]:
     """The CloudEvents of one report (one per allocated GPU or MIG instance)."""
     source = f"//collector/{r.node.provider}/{r.node.cluster}/{r.node.name}"
     start, end = from_us(r.start_us).isoformat(), from_us(r.end_us).isoformat()
-    out = []
+    out: list[dict[str, object]] = []
     for unit, profile in r.job.units:
         data: dict[str, object] = {
             "tenant_id": r.job.tenant_id,

@@ -36,7 +36,9 @@ class SimResult:
     seconds: float
 
 
-def plan(config: Config, period: Period, nodes: int, interval_s: int, seed: int) -> tuple[list[Any], list[Any]]:
+def plan(
+    config: Config, period: Period, nodes: int, interval_s: int, seed: int
+) -> tuple[list[Any], list[Any]]:
     rng = random.Random(seed)
     tenants = sorted(config.reference.tenants)
     fleet = build_fleet(config.reference, nodes, rng, interval_s)
@@ -74,8 +76,13 @@ def simulate(
     all_jobs = [j for jl in job_lists for j in jl]
     truth = ground_truth(all_jobs)
     truth_path = out_dir / str(period) / "ground_truth.json"
-    meta = {"period": str(period), "nodes": nodes, "interval_s": interval_s, "seed": seed,
-            "generated_at": datetime.now().astimezone().isoformat()}
+    meta = {
+        "period": str(period),
+        "nodes": nodes,
+        "interval_s": interval_s,
+        "seed": seed,
+        "generated_at": datetime.now().astimezone().isoformat(),
+    }
     write_truth(truth_path, truth, meta)
 
     reports = list(all_reports(fleet, by_node, period.start, period.end, interval_s))
@@ -88,16 +95,19 @@ def simulate(
         for i, r in enumerate(reports):
             events = report_events(r)
             key = r.job.tenant_id.encode()
-            producer.send(topic, key=key, value=json.dumps(events, separators=(",", ":")).encode()
-                          ).add_errback(failures.append)
+            producer.send(
+                topic, key=key, value=json.dumps(events, separators=(",", ":")).encode()
+            ).add_errback(failures.append)
             messages += 1
             samples += len(events)
             if bad_every and i % bad_every == bad_every - 1:
-                _reason, payload = bad_message(rng, events[0], i)
+                _reason, payload = bad_message(rng, events[0], bad)
                 producer.send(topic, key=key, value=payload).add_errback(failures.append)
                 bad += 1
             if i % 2000 == 0:
-                bar.update(task, completed=i, description=f"simulate {period} ({samples:,} samples)")
+                bar.update(
+                    task, completed=i, description=f"simulate {period} ({samples:,} samples)"
+                )
         producer.flush()
         bar.update(task, completed=len(reports))
     if failures:
@@ -105,13 +115,25 @@ def simulate(
             f"{len(failures)} messages were not acknowledged by Kafka (first: {failures[0]!r}); "
             "the ground truth no longer matches what was published: run the simulation again"
         )
-    return SimResult(str(period), nodes, len(all_jobs), messages, samples, bad, truth_path,
-                     clock() - started)
+    return SimResult(
+        str(period), nodes, len(all_jobs), messages, samples, bad, truth_path, clock() - started
+    )
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -40,9 +40,16 @@ def ground_truth(jobs: list[Job]) -> dict[TruthKey, int]:
             seg_end = min(hour + timedelta(hours=1), end)
             micros = _us(seg_end) - _us(cursor)
             for profile, count in profiles.items():
-                key = (job.tenant_id, hour.strftime("%Y-%m-%dT%H:00:00Z"), job.project_id,
-                       job.node.gpu_model, profile, job.node.region, job.node.provider,
-                       job.node.cluster)
+                key = (
+                    job.tenant_id,
+                    hour.strftime("%Y-%m-%dT%H:00:00Z"),
+                    job.project_id,
+                    job.node.gpu_model,
+                    profile,
+                    job.node.region,
+                    job.node.provider,
+                    job.node.cluster,
+                )
                 truth[key] += micros * count
             cursor = seg_end
     return dict(truth)
@@ -51,11 +58,27 @@ def ground_truth(jobs: list[Job]) -> dict[TruthKey, int]:
 def write_truth(path: Path, truth: dict[TruthKey, int], meta: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [list(k) + [v] for k, v in sorted(truth.items())]
-    path.write_text(json.dumps({"meta": meta, "columns": [
-        "tenant_id", "hour", "project_id", "gpu_model", "mig_profile", "region", "provider",
-        "cluster", "usage_us"], "rows": rows}))
+    path.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "columns": [
+                    "tenant_id",
+                    "hour",
+                    "project_id",
+                    "gpu_model",
+                    "mig_profile",
+                    "region",
+                    "provider",
+                    "cluster",
+                    "usage_us",
+                ],
+                "rows": rows,
+            }
+        )
+    )
 
 
 def read_truth(path: Path) -> dict[TruthKey, int]:
     doc = json.loads(path.read_text())
-    return {tuple(r[:8]): int(r[8]) for r in doc["rows"]}  # type: ignore[misc]
+    return {tuple(r[:8]): int(r[8]) for r in doc["rows"]}

@@ -110,10 +110,20 @@ def create_app(settings: Settings | None = None) -> Any:
         stream_buffer_maxsize=settings.sink_batch_samples,
         producer_max_request_size=2 * settings.max_message_bytes,
     )
-    usage = app.topic(settings.usage_topic, key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
+    usage = app.topic(
+        settings.usage_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dlq = app.topic(
+        settings.dlq_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     raw = {"key_type": bytes, "value_type": bytes, "partitions": settings.topic_partitions}
     seen = app.Table("seen", default=None, **raw)
     hourly = app.Table("hourly", default=None, **raw)
@@ -126,27 +136,48 @@ def create_app(settings: Settings | None = None) -> Any:
 
     def processor() -> BatchProcessor:
         if "p" not in state:  # connect lazily: no I/O at import or app creation
-            ex = DriverExecutor(settings.clickhouse_host, settings.clickhouse_port,
-                                settings.clickhouse_database, settings.clickhouse_user,
-                                settings.clickhouse_password.get_secret_value())
-            limits = DecodeLimits(settings.max_message_bytes, settings.max_interval_s,
-                                  settings.max_future_skew_s, settings.max_past_age_days)
-            state["p"] = BatchProcessor(config.reference, FaustTables(seen, hourly),
-                                        ClickHouseSink(ex), send_dead_letter,
-                                        lambda: datetime.now(UTC), limits)
+            ex = DriverExecutor(
+                settings.clickhouse_host,
+                settings.clickhouse_port,
+                settings.clickhouse_database,
+                settings.clickhouse_user,
+                settings.clickhouse_password.get_secret_value(),
+            )
+            limits = DecodeLimits(
+                settings.max_message_bytes,
+                settings.max_interval_s,
+                settings.max_future_skew_s,
+                settings.max_past_age_days,
+            )
+            state["p"] = BatchProcessor(
+                config.reference,
+                FaustTables(seen, hourly),
+                ClickHouseSink(ex),
+                send_dead_letter,
+                lambda: datetime.now(UTC),
+                limits,
+            )
         return state["p"]
 
     @app.agent(usage)
     async def process(stream: Any) -> None:
         last_report = time.monotonic()
-        async for events in stream.take_events(settings.sink_batch_samples,
-                                               within=settings.sink_batch_seconds):
+        async for events in stream.take_events(
+            settings.sink_batch_samples, within=settings.sink_batch_seconds
+        ):
             proc = processor()
             batch = [
-                Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                        e.message.value,
-                        datetime.fromtimestamp(e.message.timestamp, UTC)
-                        if e.message.timestamp else None, e)
+                Message(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    datetime.fromtimestamp(e.message.timestamp, UTC)
+                    if e.message.timestamp
+                    else None,
+                    e,
+                )
                 for e in events
             ]
             try:
@@ -160,16 +191,21 @@ def create_app(settings: Settings | None = None) -> Any:
             except BaseException:
                 # Crash-only: Faust would acknowledge the batch while unwinding the stream,
                 # so die before it can commit; the batch is replayed on restart.
-                log.critical("batch processing failed; exiting without committing",
-                             exc_info=True)
+                log.critical("batch processing failed; exiting without committing", exc_info=True)
                 logging.shutdown()
                 os._exit(70)
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
                 s = proc.stats
-                log.info("processed messages=%d samples=%d duplicates=%d replayed=%d dlq=%d "
-                         "ch_rows=%d", s.messages, s.samples, s.duplicates, s.replayed,
-                         s.dead_letters, proc.sink.rows_written)
+                log.info(
+                    "processed messages=%d samples=%d duplicates=%d replayed=%d dlq=%d ch_rows=%d",
+                    s.messages,
+                    s.samples,
+                    s.duplicates,
+                    s.replayed,
+                    s.dead_letters,
+                    proc.sink.rows_written,
+                )
 
     return app
 

@@ -104,7 +104,9 @@ class BatchProcessor:
             for rej in rejects:
                 await self.send_dead_letter(msg.key, dead_letter(msg, rej, now))
                 self.stats.dead_letters += 1
-                self.stats.by_reason[rej.reason.value] = self.stats.by_reason.get(rej.reason.value, 0) + 1
+                self.stats.by_reason[rej.reason.value] = (
+                    self.stats.by_reason.get(rej.reason.value, 0) + 1
+                )
             if not samples:
                 continue
             # 2. fold into the tables (dedupe memory + hourly aggregates with versions)
@@ -141,9 +143,12 @@ class BatchProcessor:
         ok, bad = [], list(rejects)
         for s in samples:
             if s.tenant_id != key:
-                bad.append(Reject(RejectReason.KEY_MISMATCH,
-                                  f"message key {key!r} but event {s.id!r} has tenant_id "
-                                  f"{s.tenant_id!r}"))
+                bad.append(
+                    Reject(
+                        RejectReason.KEY_MISMATCH,
+                        f"message key {key!r} but event {s.id!r} has tenant_id {s.tenant_id!r}",
+                    )
+                )
             else:
                 ok.append(s)
         return ok, bad

@@ -37,31 +37,86 @@ from pipeline.domain.usage import HourlyKey
 log = logging.getLogger("gpumeter.sink")
 
 RAW_COLUMNS = (
-    "tenant_id", "event_source", "event_id", "hour", "project_id", "job_id", "cluster",
-    "region", "provider", "node", "gpu_uuid", "gpu_model", "mig_profile", "gpu_count",
-    "start_us", "end_us", "sm_activity_pct", "kafka_partition", "kafka_offset", "ingested_at",
+    "tenant_id",
+    "event_source",
+    "event_id",
+    "hour",
+    "project_id",
+    "job_id",
+    "cluster",
+    "region",
+    "provider",
+    "node",
+    "gpu_uuid",
+    "gpu_model",
+    "mig_profile",
+    "gpu_count",
+    "start_us",
+    "end_us",
+    "sm_activity_pct",
+    "kafka_partition",
+    "kafka_offset",
+    "ingested_at",
 )
 HOURLY_COLUMNS = (
-    "tenant_id", "hour", "project_id", "gpu_model", "mig_profile", "region", "provider",
-    "cluster", "usage_us", "busy_us", "samples", "version", "updated_at",
+    "tenant_id",
+    "hour",
+    "project_id",
+    "gpu_model",
+    "mig_profile",
+    "region",
+    "provider",
+    "cluster",
+    "usage_us",
+    "busy_us",
+    "samples",
+    "version",
+    "updated_at",
 )
 
 
 def raw_row(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple[Any, ...]:
     hour = datetime.fromtimestamp((s.start_us - s.start_us % HOUR_US) // US_PER_SECOND, UTC)
     return (
-        s.tenant_id, s.source, s.id, hour, s.project_id, s.job_id, s.cluster, s.region,
-        s.provider, s.node, s.gpu_uuid, s.gpu_model, s.mig_profile, s.gpu_count, s.start_us,
-        s.end_us, s.sm_activity_pct, partition, offset, now,
+        s.tenant_id,
+        s.source,
+        s.id,
+        hour,
+        s.project_id,
+        s.job_id,
+        s.cluster,
+        s.region,
+        s.provider,
+        s.node,
+        s.gpu_uuid,
+        s.gpu_model,
+        s.mig_profile,
+        s.gpu_count,
+        s.start_us,
+        s.end_us,
+        s.sm_activity_pct,
+        partition,
+        offset,
+        now,
     )
 
 
 def hourly_row(key: str, agg: Agg, now: datetime) -> tuple[Any, ...]:
     k = HourlyKey.decode(key)
     return (
-        k.tenant_id, datetime.fromtimestamp(k.hour_s, UTC), k.project_id, k.gpu_model,
-        k.mig_profile, k.region, k.provider, k.cluster, agg.usage_us, agg.busy_us,
-        agg.samples, agg.version, now,
+        k.tenant_id,
+        datetime.fromtimestamp(k.hour_s, UTC),
+        k.project_id,
+        k.gpu_model,
+        k.mig_profile,
+        k.region,
+        k.provider,
+        k.cluster,
+        agg.usage_us,
+        agg.busy_us,
+        agg.samples,
+        agg.version,
+        now,
     )
 
 
@@ -92,8 +147,12 @@ class ClickHouseSink:
                 self.outage_retries += 1
                 log.warning(
                     "ClickHouse write failed (%s: %s); %d rows held, retrying in %.1fs "
-                    "(waiting %.0fs so far)", type(exc).__name__, str(exc).splitlines()[0][:200],
-                    len(raw) + len(hourly), delay, time.monotonic() - started,
+                    "(waiting %.0fs so far)",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                    len(raw) + len(hourly),
+                    delay,
+                    time.monotonic() - started,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)

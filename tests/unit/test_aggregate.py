@@ -7,9 +7,24 @@ from pipeline.domain.hours import to_us
 
 def sample(ident: str, start_min: int, minutes: int, count: int = 1) -> UsageSample:
     t0 = to_us(datetime(2026, 10, 1, 5, tzinfo=UTC))
-    return UsageSample("src", ident, "acme-ai", "", "c", "r", "p", "n", "H100", "", count,
-                       t0 + start_min * 60_000_000, t0 + (start_min + minutes) * 60_000_000,
-                       50.0, "", "g")
+    return UsageSample(
+        "src",
+        ident,
+        "acme-ai",
+        "",
+        "c",
+        "r",
+        "p",
+        "n",
+        "H100",
+        "",
+        count,
+        t0 + start_min * 60_000_000,
+        t0 + (start_min + minutes) * 60_000_000,
+        50.0,
+        "",
+        "g",
+    )
 
 
 class Store:

@@ -29,8 +29,10 @@ def test_gpumeter_services_use_the_topics_and_database_of_the_code() -> None:
 
 def test_published_ports_match_the_local_stack() -> None:
     s = Settings()
-    ports = {svc: [p.split(":")[0] for p in spec.get("ports", [])]
-             for svc, spec in COMPOSE["services"].items()}
+    ports = {
+        svc: [p.split(":")[0] for p in spec.get("ports", [])]
+        for svc, spec in COMPOSE["services"].items()
+    }
     assert str(infra_default("KAFKA_PORT")) in ports["kafka"]
     assert s.kafka_bootstrap.endswith(f":{infra_default('KAFKA_PORT')}")
     assert str(infra_default("CLICKHOUSE_PORT")) in ports["clickhouse"]
@@ -48,8 +50,11 @@ def test_images_are_the_real_services_at_the_pinned_versions() -> None:
     assert kafka_version
     assert images["kafka"] == f"apache/kafka:{kafka_version.group(1)}"
     assert images["clickhouse"].startswith("clickhouse/clickhouse-server")
-    stripe_pin = re.search(r"^STRIPE_MOCK_VERSION=(v[\d.]+)$",
-                           (REPO_ROOT / "infra" / "stripe-mock.sh").read_text(), re.M)
+    stripe_pin = re.search(
+        r"^STRIPE_MOCK_VERSION=(v[\d.]+)$",
+        (REPO_ROOT / "infra" / "stripe-mock.sh").read_text(),
+        re.M,
+    )
     assert stripe_pin and images["stripe-mock"] == f"stripe/stripe-mock:{stripe_pin.group(1)}"
 
 

@@ -13,13 +13,19 @@ NOW = datetime(2026, 11, 5, tzinfo=UTC)
 
 def event(**data: Any) -> dict[str, Any]:
     d = {
-        "tenant_id": "acme-ai", "cluster": "c1", "region": "us-east-1",
-        "provider": "northwind-cloud", "node": "n1", "gpu_uuid": "GPU-1", "gpu_model": "H100",
-        "gpu_count": 1, "start": "2026-10-01T05:50:00Z", "end": "2026-10-01T06:05:00Z",
+        "tenant_id": "acme-ai",
+        "cluster": "c1",
+        "region": "us-east-1",
+        "provider": "northwind-cloud",
+        "node": "n1",
+        "gpu_uuid": "GPU-1",
+        "gpu_model": "H100",
+        "gpu_count": 1,
+        "start": "2026-10-01T05:50:00Z",
+        "end": "2026-10-01T06:05:00Z",
     }
     d.update(data)
-    return {"specversion": "1.0", "id": "e1", "source": "//c/n1", "type": "gpu.usage.v1",
-            "data": d}
+    return {"specversion": "1.0", "id": "e1", "source": "//c/n1", "type": "gpu.usage.v1", "data": d}
 
 
 def decode(obj: Any, config: Config, **kw: Any) -> tuple[list[Any], list[Any]]:
@@ -31,7 +37,12 @@ def test_single_event_accepted(config: Config) -> None:
     samples, rejects = decode(event(mig_profile="3g.40gb", sm_activity_pct=55.5), config)
     assert rejects == []
     (s,) = samples
-    assert (s.tenant_id, s.gpu_model, s.mig_profile, s.sm_activity_pct) == ("acme-ai", "H100", "3g.40gb", 55.5)
+    assert (s.tenant_id, s.gpu_model, s.mig_profile, s.sm_activity_pct) == (
+        "acme-ai",
+        "H100",
+        "3g.40gb",
+        55.5,
+    )
     assert s.end_us - s.start_us == 15 * 60 * 1_000_000
     assert s.identity == "//c/n1\x1fe1"
 
@@ -63,8 +74,14 @@ def test_batch_keeps_good_events_and_rejects_bad_ones_by_index(config: Config) -
         (event(end="2026-10-01T05:50:00Z"), RejectReason.NON_POSITIVE_INTERVAL),
         (event(end="2026-10-01T05:40:00Z"), RejectReason.NON_POSITIVE_INTERVAL),
         (event(end="2026-10-01T07:50:01Z"), RejectReason.INTERVAL_TOO_LONG),
-        (event(start="2026-11-05T03:00:00Z", end="2026-11-05T03:10:00Z"), RejectReason.TIMESTAMP_IN_FUTURE),
-        (event(start="2024-01-01T00:00:00Z", end="2024-01-01T00:10:00Z"), RejectReason.TIMESTAMP_TOO_OLD),
+        (
+            event(start="2026-11-05T03:00:00Z", end="2026-11-05T03:10:00Z"),
+            RejectReason.TIMESTAMP_IN_FUTURE,
+        ),
+        (
+            event(start="2024-01-01T00:00:00Z", end="2024-01-01T00:10:00Z"),
+            RejectReason.TIMESTAMP_TOO_OLD,
+        ),
     ],
 )
 def test_each_reject_reason(config: Config, obj: Any, reason: RejectReason) -> None:

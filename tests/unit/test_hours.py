@@ -33,7 +33,9 @@ def test_month_of_one_second_samples_has_no_drift() -> None:
     start = us(0)
     total = 0
     for i in range(31 * 86400 // 60):  # a sample a minute for a month: still exact
-        total += sum(p for _, p in split_by_hour(start + i * 60_000_000, start + i * 60_000_000 + 1_000_001))
+        total += sum(
+            p for _, p in split_by_hour(start + i * 60_000_000, start + i * 60_000_000 + 1_000_001)
+        )
     assert total == (31 * 86400 // 60) * 1_000_001
 
 

@@ -21,7 +21,9 @@ from pipeline.domain.period import Period
         (Fraction(2, 7) * Fraction("2.49"), "USD", Decimal("0.71")),  # 0.7114...
     ],
 )
-def test_round_money_half_up_once(exact: Fraction | Decimal, currency: str, expected: Decimal) -> None:
+def test_round_money_half_up_once(
+    exact: Fraction | Decimal, currency: str, expected: Decimal
+) -> None:
     assert round_money(exact, currency) == expected
     assert str(round_money(exact, currency)) == str(expected)
 

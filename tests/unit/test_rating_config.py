@@ -19,8 +19,12 @@ CARD = RateCard(id="c", currency="USD", prices={"H100": Decimal("2.49"), "L40S":
 
 
 def test_per_unit_lines_group_by_model_and_mig_profile(config: Config) -> None:
-    rows = [row("H100", "", HOUR_US, 0), row("H100", "", HOUR_US // 2, 1),
-            row("H100", "3g.40gb", 7 * HOUR_US, 0), row("L40S", "", 3 * HOUR_US)]
+    rows = [
+        row("H100", "", HOUR_US, 0),
+        row("H100", "", HOUR_US // 2, 1),
+        row("H100", "3g.40gb", 7 * HOUR_US, 0),
+        row("L40S", "", 3 * HOUR_US),
+    ]
     lines = rate_per_unit(rows, CARD, config.reference.catalog)
     by = {ln.line_key: ln for ln in lines}
     assert by["H100/full"].quantity == Fraction(3, 2)
@@ -48,7 +52,8 @@ def test_idempotency_key_depends_on_what_is_billed() -> None:
 
 def test_float_price_refused_with_file_and_field(tmp_config: Path) -> None:
     (tmp_config / "rate_cards.yaml").write_text(
-        "rate_cards:\n  - id: x\n    currency: USD\n    prices: {H100: 2.49}\n")
+        "rate_cards:\n  - id: x\n    currency: USD\n    prices: {H100: 2.49}\n"
+    )
     with pytest.raises(ConfigError) as err:
         Config.load(tmp_config)
     msg = str(err.value)

@@ -20,5 +20,6 @@ def test_schema_names_every_required_field() -> None:
 
 def test_models_refuse_what_the_schema_refuses() -> None:
     with pytest.raises(ValidationError):
-        UsageEvent.model_validate({"specversion": "1.0", "id": "x", "source": "s",
-                                   "type": "gpu.usage.v1", "data": {}})
+        UsageEvent.model_validate(
+            {"specversion": "1.0", "id": "x", "source": "s", "type": "gpu.usage.v1", "data": {}}
+        )

@@ -30,8 +30,16 @@ def test_samples_folded_by_the_domain_equal_the_independent_ground_truth(config:
             for c in contributions(s):
                 k = c.key
                 hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-                key = (k.tenant_id, hour, k.project_id, k.gpu_model, k.mig_profile, k.region,
-                       k.provider, k.cluster)
+                key = (
+                    k.tenant_id,
+                    hour,
+                    k.project_id,
+                    k.gpu_model,
+                    k.mig_profile,
+                    k.region,
+                    k.provider,
+                    k.cluster,
+                )
                 got[key] = got.get(key, 0) + c.usage_us
     assert got == truth
     assert len(truth) > 1000 and mig_seen

@@ -1,0 +1,144 @@
+"""A simulated month through Kafka, the Faust worker (a real child process), ClickHouse,
+stripe-mock and the chargeback files, checked against the simulator's ground truth."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from pipeline.adapters.clickhouse import migrate
+from pipeline.adapters.kafka import ensure_topics, make_producer
+from pipeline.adapters.store import Store
+from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
+from pipeline.billing.run import BillingRun
+from pipeline.config import Config
+from pipeline.domain.hours import HOUR_US
+from pipeline.domain.money import from_minor, round_money
+from pipeline.domain.period import Period
+from pipeline.settings import Settings
+from pipeline.sim.run import simulate
+from pipeline.sim.truth import read_truth
+from pipeline.verify import compare, stored_as_truth
+from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
+from tests.services import drop_database, server_executor
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.kafka,
+    pytest.mark.clickhouse,
+    pytest.mark.stripe,
+    pytest.mark.slow,
+]
+
+
+def consume_all(settings: Settings, topic: str) -> list[bytes]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        enable_auto_commit=False,
+    )
+    try:
+        return [m.value for m in consumer]
+    finally:
+        consumer.close()
+
+
+def expected_bills(truth: dict, config: Config) -> dict[str, tuple[Fraction, Decimal]]:
+    """Rate x ground truth, line by line (GPU model, MIG profile), rounded once per line."""
+    per_line: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (tenant, _h, _p, model, mig, *_rest), usage in truth.items():
+        per_line[(tenant, model, mig)] += usage
+    out: dict[str, tuple[Fraction, Decimal]] = {}
+    catalog = config.reference.catalog
+    for (tenant, model, mig), usage in per_line.items():
+        t = config.reference.tenants[tenant]
+        card = config.rate_cards[t.rate_card]
+        qty = Fraction(usage, HOUR_US) * catalog.fraction(model, mig)
+        amount = round_money(qty * Fraction(card.prices[model]), card.currency)
+        q0, a0 = out.get(tenant, (Fraction(0), Decimal(0)))
+        out[tenant] = (q0 + qty, a0 + amount)
+    return out
+
+
+def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> None:
+    period = Period.parse("2026-10")
+    ex = server_executor(settings)
+    migrate(ex)
+    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: 4, settings.dlq_topic: 1})
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        sim = simulate(
+            config,
+            producer,
+            settings.usage_topic,
+            period,
+            settings.out_dir,
+            nodes=6,
+            interval_s=900,
+            seed=11,
+            bad_every=300,
+            progress=False,
+        )
+    finally:
+        producer.close()
+    assert sim.samples > 10_000 and sim.bad_messages > 0
+
+    worker = start_worker(settings, settings.out_dir / "worker.log")
+    try:
+        wait_drained(settings, worker, timeout=600, progress=False)
+    finally:
+        stop_worker(worker)
+
+    store = Store(ex)
+    truth = read_truth(sim.truth_path)
+    stored = stored_as_truth(store, period)
+    v = compare(truth, stored)
+    assert v.mismatches == [] and v.exact, v
+    assert stored == truth  # every hourly key, to the GPU-micro-second
+
+    dead = [json.loads(m) for m in consume_all(settings, settings.dlq_topic)]
+    assert len(dead) == sim.bad_messages
+    assert {d["reason"] for d in dead} == {
+        "malformed_json",
+        "unknown_gpu_model",
+        "non_positive_interval",
+        "unknown_tenant",
+    }
+    assert all(d["value_b64"] and d["topic"] == settings.usage_topic for d in dead)
+
+    http = recording_http_client()
+    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, http_client=http)
+    report = BillingRun(config, store, gateway, settings.out_dir, lambda: period.end).run(period)
+    expected = expected_bills(truth, config)
+    assert {r.tenant_id for r in report.results} == set(expected)
+    for r in report.results:
+        qty, amount = expected[r.tenant_id]
+        assert (r.gpu_hours, r.amount) == (qty, amount), r.tenant_id
+    for inv in store.invoices(str(period)):
+        assert from_minor(inv.total_minor, inv.currency) == expected[inv.tenant_id][1]
+        lines = store.invoice_lines(inv.invoice_id)
+        assert sum(ln["amount_minor"] for ln in lines) == inv.total_minor
+        assert all(ln["stripe_invoice_item_id"].startswith("ii_") for ln in lines)
+    internal = {t for t, ten in config.reference.tenants.items() if ten.kind == "internal"}
+    charged = defaultdict(int)
+    for row in store.chargeback(str(period)):
+        charged[row["tenant_id"]] += row["amount_minor"]
+    for tenant in internal & set(expected):
+        assert from_minor(charged[tenant], "USD") == expected[tenant][1]
+
+    http.recorded.clear()
+    again = BillingRun(config, store, gateway, settings.out_dir, lambda: period.end).run(period)
+    assert http.recorded == []
+    assert [(r.tenant_id, r.amount) for r in again.results] == [
+        (r.tenant_id, r.amount) for r in report.results
+    ]
+    ex.close()
+    drop_database(settings)

@@ -1,0 +1,108 @@
+"""Billing against stripe-mock (real Stripe API validation) and a real ClickHouse."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor
+from pipeline.adapters.store import Store
+from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
+from pipeline.billing.run import BillingRun
+from pipeline.config import Config
+from pipeline.domain.aggregate import Agg
+from pipeline.domain.hours import HOUR_US
+from pipeline.domain.period import Period
+from pipeline.domain.usage import HourlyKey
+from pipeline.settings import Settings
+from pipeline.worker.sink import HOURLY_COLUMNS, hourly_row
+
+pytestmark = [pytest.mark.stripe, pytest.mark.clickhouse, pytest.mark.chdb]
+NOW = datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def seed_usage(ex: DriverExecutor | ChdbExecutor) -> None:
+    h0 = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp())
+    rows = []
+    for i in range(30):  # acme-ai: 30 H100-hours, 14 3g.40gb instance-hours (=6 GPU-hours)
+        rows.append(
+            hourly_row(
+                HourlyKey(
+                    "acme-ai", h0 + i * 3600, "p", "H100", "", "us-east-1", "northwind-cloud", "c1"
+                ).encode(),
+                Agg(HOUR_US, HOUR_US // 2, 1, 1),
+                NOW,
+            )
+        )
+    rows.append(
+        hourly_row(
+            HourlyKey(
+                "acme-ai", h0, "p", "H100", "3g.40gb", "us-east-1", "northwind-cloud", "c1"
+            ).encode(),
+            Agg(14 * HOUR_US, 0, 14, 1),
+            NOW,
+        )
+    )
+    rows.append(
+        hourly_row(
+            HourlyKey("team-asr", h0, "", "A100", "", "eu-west-1", "own-dc", "c2").encode(),
+            Agg(10 * HOUR_US + 1, HOUR_US, 10, 1),
+            NOW,
+        )
+    )
+    ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
+
+
+def test_bill_twice_same_result_and_no_second_stripe_request(
+    engine: DriverExecutor | ChdbExecutor, config: Config, tmp_path: Path
+) -> None:
+    seed_usage(engine)
+    http = recording_http_client()
+    gateway = StripeGateway(SecretStr("sk_test_123"), Settings().stripe_api_base, http_client=http)
+    run = BillingRun(config, Store(engine), gateway, tmp_path, lambda: NOW)
+    first = run.run(Period.parse("2026-10"))
+    acme = next(r for r in first.results if r.tenant_id == "acme-ai")
+    card = config.rate_cards[config.reference.tenants["acme-ai"].rate_card]
+    expected = (Decimal(30) * card.prices["H100"]).quantize(Decimal("0.01")) + (
+        Decimal(6) * card.prices["H100"]
+    ).quantize(Decimal("0.01"))
+    assert (acme.status, acme.amount, acme.gpu_hours) == ("invoiced", expected, Fraction(36))
+    posts = [r for r in http.recorded if r[0] == "post"]
+    # customer, invoice, 2 items, finalize; every creating request carries an idempotency key
+    assert len(posts) == 5 and all(k and k.startswith("gpumeter-") for _, _, k in posts)
+    assert len({k for _, _, k in posts}) == 5
+
+    team = next(r for r in first.results if r.tenant_id == "team-asr")
+    assert team.status == "charged_back"
+    assert team.amount == Decimal("7.00")  # 10.0000000003 h x 0.70, rounded once at the line
+
+    http.recorded.clear()
+    second = run.run(Period.parse("2026-10"))
+    assert http.recorded == []  # nothing sent to Stripe again
+    assert [(r.tenant_id, r.amount, r.gpu_hours) for r in second.results] == [
+        (r.tenant_id, r.amount, r.gpu_hours) for r in first.results
+    ]
+    assert next(r for r in second.results if r.tenant_id == "acme-ai").status == "unchanged"
+    assert len(Store(engine).chargeback("2026-10")) == 1  # replaced, not appended
+
+    doc = json.loads((tmp_path / "2026-10" / "invoices" / "acme-ai.json").read_text())
+    assert doc["total"] == str(expected) and len(doc["lines"]) == 2
+    with (tmp_path / "2026-10" / "chargeback" / "journal.csv").open() as fh:
+        journal = list(csv.DictReader(fh))
+    assert [(j["entry"], j["cost_centre"]) for j in journal] == [
+        ("debit", "speech/asr"),
+        ("credit", config.reference.platform_cost_centre),
+    ]
+    assert journal[0]["debit"] == journal[1]["credit"] == "7.00"
+
+
+def test_stripe_key_is_a_secret() -> None:
+    s = Settings(stripe_api_key=SecretStr("sk_live_verysecret"))
+    assert "verysecret" not in repr(s) and "verysecret" not in str(s.model_dump())

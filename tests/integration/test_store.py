@@ -1,0 +1,117 @@
+"""The store's SQL on both engines: Debian's ClickHouse 18.16 server and chdb (current)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor, migrate
+from pipeline.adapters.store import Store
+from pipeline.domain.aggregate import Agg
+from pipeline.domain.period import Period
+from pipeline.domain.usage import HourlyKey
+from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row
+
+pytestmark = [pytest.mark.clickhouse, pytest.mark.chdb]
+Ex = DriverExecutor | ChdbExecutor
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
+OCT = int(datetime(2026, 10, 5, 7, tzinfo=UTC).timestamp())
+
+
+def key(tenant: str = "acme-ai", hour_s: int = OCT, model: str = "H100") -> str:
+    return HourlyKey(tenant, hour_s, "p1", model, "", "us-east-1", "northwind-cloud", "c1").encode()
+
+
+def test_migrate_is_idempotent_and_creates_tables(engine: Ex) -> None:
+    assert migrate(engine) == []
+    tables = {r[0] for r in engine.execute("SHOW TABLES")}
+    assert {
+        "usage_raw",
+        "usage_hourly",
+        "invoices",
+        "invoice_lines",
+        "chargeback_lines",
+        "schema_migrations",
+    } <= tables
+
+
+def test_rewritten_hour_replaces_instead_of_adding(engine: Ex) -> None:
+    k = key()
+    engine.insert("usage_hourly", HOURLY_COLUMNS, [hourly_row(k, Agg(100, 50, 1, 7), NOW)])
+    engine.insert("usage_hourly", HOURLY_COLUMNS, [hourly_row(k, Agg(300, 60, 3, 9), NOW)])
+    engine.insert(
+        "usage_hourly", HOURLY_COLUMNS, [hourly_row(k, Agg(300, 60, 3, 9), NOW)]
+    )  # replay
+    engine.insert("usage_hourly", HOURLY_COLUMNS, [hourly_row(k, Agg(200, 55, 2, 8), NOW)])  # stale
+    rows = Store(engine).hourly_rows(Period.parse("2026-10"))
+    assert [(r.key.encode(), r.usage_us, r.busy_us) for r in rows["acme-ai"]] == [(k, 300, 60)]
+
+
+def test_raw_samples_collapse_on_identity(engine: Ex) -> None:
+    row = (
+        "acme-ai",
+        "src",
+        "e1",
+        datetime(2026, 10, 5, 7, tzinfo=UTC),
+        "p1",
+        "j1",
+        "c1",
+        "us-east-1",
+        "northwind-cloud",
+        "n1",
+        "GPU-1",
+        "H100",
+        "",
+        1,
+        1,
+        2,
+        None,
+        0,
+        5,
+        NOW,
+    )
+    engine.insert("usage_raw", RAW_COLUMNS, [row])
+    engine.insert("usage_raw", RAW_COLUMNS, [row])
+    assert engine.execute("SELECT count() FROM usage_raw FINAL") == [(1,)]
+
+
+def test_period_and_tenant_filters_and_parameters_are_escaped(engine: Ex) -> None:
+    sep = int(datetime(2026, 9, 30, 23, tzinfo=UTC).timestamp())
+    nov = int(datetime(2026, 11, 1, 0, tzinfo=UTC).timestamp())
+    last = int(datetime(2026, 10, 31, 23, tzinfo=UTC).timestamp())
+    rows = [hourly_row(key(hour_s=h), Agg(10, 0, 1, 1), NOW) for h in (sep, OCT, last, nov)]
+    rows.append(hourly_row(key(tenant="o'brien-ai"), Agg(5, 0, 1, 1), NOW))
+    engine.insert("usage_hourly", HOURLY_COLUMNS, rows)
+    store = Store(engine)
+    got = store.hourly_rows(Period.parse("2026-10"))
+    assert sorted(r.key.hour_s for r in got["acme-ai"]) == [OCT, last]
+    assert [
+        r.usage_us for r in store.hourly_rows(Period.parse("2026-10"), "o'brien-ai")["o'brien-ai"]
+    ] == [5]
+    assert store.hourly_rows(Period.parse("2026-10"), "x' OR '1'='1") == {}
+
+
+def test_invoice_ledger_latest_version_wins(engine: Ex) -> None:
+    store = Store(engine)
+    base = {
+        "invoice_id": "GM-2026-10-acme-ai",
+        "tenant_id": "acme-ai",
+        "period": "2026-10",
+        "currency": "USD",
+        "subtotal_minor": 1234,
+        "total_minor": 1234,
+        "line_count": 1,
+        "stripe_customer_id": "cus_1",
+        "content_hash": "h",
+        "issued_at": NOW,
+    }
+    store.save_invoice({**base, "status": "draft", "stripe_invoice_id": "", "version": 1})
+    store.save_invoice({**base, "status": "finalized", "stripe_invoice_id": "in_1", "version": 2})
+    inv = store.invoice("acme-ai", "2026-10")
+    assert inv is not None and (inv.status, inv.stripe_invoice_id, inv.total_minor) == (
+        "finalized",
+        "in_1",
+        1234,
+    )
+    assert store.invoice("acme-ai", "2026-09") is None
