@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_PERIOD ?=
+DEMO_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
@@ -31,7 +32,7 @@ migrate: install
 	$(BIN)/gpumeter db migrate
 
 demo: install stack-up
-	$(BIN)/gpumeter demo $(if $(DEMO_PERIOD),--period $(DEMO_PERIOD),)
+	$(BIN)/gpumeter demo $(if $(DEMO_PERIOD),--period $(DEMO_PERIOD),) $(DEMO_ARGS)
 
 # Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
 test: install stack-up

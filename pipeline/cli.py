@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
     demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")
-    demo.add_argument("--nodes", type=int, default=40)
-    demo.add_argument("--interval", type=int, default=300)
+    demo.add_argument("--nodes", type=int, default=32)
+    demo.add_argument("--interval", type=int, default=600, help="collection interval, seconds")
     demo.set_defaults(func=cmd_demo)
     return p
 
@@ -206,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "aiokafka"):  # client libraries log every connection at INFO
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    for noisy in ("kafka", "aiokafka", "stripe"):  # client libraries log every request at INFO
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return int(args.func(args, Settings()) or 0)
     except BillingError as exc:
