@@ -141,6 +141,51 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if v.exact else 1
 
 
+def cmd_late(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.bootstrap import store
+    from pipeline.domain.hours import HOUR_US
+    from pipeline.domain.period import Period
+
+    period = Period.parse(args.period)
+    st = store(settings)
+    rows = st.late_usage(period)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "tenant_id": t,
+                        "hour": h.isoformat(),
+                        "gpu_model": g,
+                        "mig_profile": m,
+                        "late_us": late,
+                        "usage_us": u,
+                    }
+                    for t, h, g, m, late, u in rows
+                ]
+            )
+        )
+        return 0
+    table = Table(title=f"Late usage {period} (arrived after the grace period)")
+    for col in ("tenant", "hour (UTC)", "GPU", "MIG", "late instance-hours", "of total"):
+        table.add_column(col)
+    for t, h, g, m, late, u in rows:
+        table.add_row(
+            t,
+            h.strftime("%Y-%m-%d %H:00"),
+            g,
+            m or "-",
+            f"{late / HOUR_US:.4f}",
+            f"{u / HOUR_US:.4f}",
+        )
+    Console().print(table)
+    print(f"late: period={period} hourly_keys={len(rows)} samples={st.late_samples(period)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
@@ -191,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="compare ClickHouse with the ground truth of a period")
     ver.add_argument("--period", required=True)
     ver.set_defaults(func=cmd_verify)
+
+    late = sub.add_parser("late", help="usage of a period that arrived after its grace period")
+    late.add_argument("--period", required=True)
+    late.add_argument("--json", action="store_true")
+    late.set_defaults(func=cmd_late)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
     demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # sink batching: flush when this many samples are buffered or this many seconds passed
     sink_batch_samples: int = 20_000
     sink_batch_seconds: float = 1.0
+    # an hour stays open this long after it ends; later samples still count, marked late
+    late_grace_s: int = 3600
+    # consumer-group liveness: how soon a dead worker's partitions move to another
+    session_timeout_s: float = 10.0
 
     # ClickHouse
     clickhouse_host: str = "127.0.0.1"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
 
 from pipeline.adapters.store import Store
+from pipeline.config import Config
+from pipeline.domain.hours import HOUR_US
+from pipeline.domain.money import round_money
 from pipeline.domain.period import Period
 from pipeline.sim.truth import TruthKey
 
@@ -63,3 +69,22 @@ def compare(truth: dict[TruthKey, int], stored: dict[TruthKey, int]) -> Verifica
             double += s - t
         mismatches.append((k, t, s))
     return Verification(len(truth), len(stored), equal, lost, double, sorted(mismatches)[:20])
+
+
+def expected_bills(
+    truth: dict[TruthKey, int], config: Config
+) -> dict[str, tuple[Fraction, Decimal]]:
+    """What a clean billing run must charge each tenant: rate x ground truth, one line per GPU
+    model and MIG profile, rounded once per line. Returns tenant -> (GPU-hours, amount)."""
+    per_line: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (tenant, _h, _p, model, mig, *_rest), usage in truth.items():
+        per_line[(tenant, model, mig)] += usage
+    out: dict[str, tuple[Fraction, Decimal]] = {}
+    catalog = config.reference.catalog
+    for (tenant, model, mig), usage in sorted(per_line.items()):
+        card = config.rate_cards[config.reference.tenants[tenant].rate_card]
+        qty = Fraction(usage, HOUR_US) * catalog.fraction(model, mig)
+        amount = round_money(qty * Fraction(card.prices[model]), card.currency)
+        q0, a0 = out.get(tenant, (Fraction(0), Decimal(0)))
+        out[tenant] = (q0 + qty, a0 + amount)
+    return out

@@ -64,6 +64,7 @@ class Executor(Protocol):
     """What the rest of gpumeter needs from ClickHouse."""
 
     engine: str
+    database: str
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 

@@ -13,15 +13,25 @@ def _kafka() -> Any:
     return kafka
 
 
+# The usage topic is the source of truth for replays and audits: records keep their event-time
+# timestamps (a simulated month lies in the past), so time-based retention is switched off.
+TOPIC_CONFIG = {"retention.ms": "-1"}
+
+
 def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
-    """Create missing topics (name -> partitions); returns those created."""
+    """Create missing topics (name -> partitions), kept without time-based retention;
+    returns those created."""
     kafka = _kafka()
     from kafka.admin import NewTopic
 
     admin = kafka.KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpumeter-admin")
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(n, p, 1) for n, p in topics.items() if n not in existing]
+        new = [
+            NewTopic(n, p, 1, topic_configs=dict(TOPIC_CONFIG))
+            for n, p in topics.items()
+            if n not in existing
+        ]
         if new:
             admin.create_topics(new)
         return [t.name for t in new]

@@ -50,6 +50,35 @@ class Store:
             out[t].append(UsageRow(HourlyKey(t, int(h), p, g, m, r, pr, c), int(usage), int(busy)))
         return dict(out)
 
+    def late_usage(self, period: Period) -> list[tuple[str, datetime, str, str, int, int]]:
+        """Hourly keys of the period that received samples after their grace period:
+        (tenant, hour, GPU model, MIG profile, late GPU-µs, all GPU-µs)."""
+        rows = self.ex.execute(
+            "SELECT tenant_id, hour, gpu_model, mig_profile, late_us, usage_us "
+            "FROM usage_hourly FINAL WHERE hour >= toDateTime(%(start)s, 'UTC') "
+            "AND hour < toDateTime(%(end)s, 'UTC') AND late_us > 0 "
+            "ORDER BY tenant_id, hour, gpu_model, mig_profile",
+            {"start": _ts(period.start), "end": _ts(period.end)},
+        )
+        return [(t, h, g, m, int(late), int(u)) for t, h, g, m, late, u in rows]
+
+    def late_samples(self, period: Period) -> int:
+        rows = self.ex.execute(
+            "SELECT count() FROM usage_raw FINAL WHERE hour >= toDateTime(%(start)s, 'UTC') "
+            "AND hour < toDateTime(%(end)s, 'UTC') AND late = 1",
+            {"start": _ts(period.start), "end": _ts(period.end)},
+        )
+        return int(rows[0][0])
+
+    def active_parts(self) -> dict[str, int]:
+        """Active data parts per table of this database (healthy inserts keep this small)."""
+        rows = self.ex.execute(
+            "SELECT table, count() FROM system.parts WHERE database = %(db)s AND active "
+            "GROUP BY table ORDER BY table",
+            {"db": self.ex.database},
+        )
+        return {str(t): int(n) for t, n in rows}
+
     def table_counts(self) -> dict[str, int]:
         return {
             t: int(self.ex.execute(f"SELECT count() FROM {t}")[0][0])

@@ -19,6 +19,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
 from pipeline.domain.events import UsageSample
+from pipeline.domain.hours import HOUR_US, US_PER_SECOND
 from pipeline.domain.usage import contributions
 
 INDEX_BITS = 20
@@ -37,9 +38,10 @@ class Agg:
     busy_us: int = 0
     samples: int = 0
     version: int = -1
+    late_us: int = 0  # the part of usage_us that arrived after the hour's grace period
 
     def to_list(self) -> list[int]:
-        return [self.usage_us, self.busy_us, self.samples, self.version]
+        return [self.usage_us, self.busy_us, self.samples, self.version, self.late_us]
 
     @classmethod
     def from_list(cls, v: list[int] | None) -> Agg:
@@ -49,6 +51,7 @@ class Agg:
 @dataclass(slots=True)
 class FoldResult:
     accepted: list[UsageSample] = field(default_factory=list)
+    late: list[bool] = field(default_factory=list)  # per accepted sample: any part late
     duplicates: int = 0
     replayed_contributions: int = 0
     dirty: dict[str, Agg] = field(default_factory=dict)
@@ -59,13 +62,17 @@ def fold(
     seen: MutableMapping[str, int],
     load: Callable[[str], Agg],
     result: FoldResult | None = None,
-    on_seen: Callable[[UsageSample, int], None] | None = None,
+    arrival_us: int | None = None,
+    grace_us: int = HOUR_US,
 ) -> FoldResult:
-    """Fold ``(sample, offset, index)`` into aggregates.
+    """Fold ``(sample, offset, index)`` of one message into aggregates.
 
     ``seen`` is the dedupe memory (identity -> version first seen); ``load`` reads a key's
-    stored aggregate. The changed aggregates are returned in ``result.dirty`` (encoded key ->
-    absolute value) for the caller to persist; nothing here does I/O.
+    stored aggregate. ``arrival_us`` is when the message reached Kafka (its record time): a
+    contribution to an hour that arrives more than ``grace_us`` after the hour ended is still
+    counted, and also added to the key's ``late_us``. The changed aggregates are returned in
+    ``result.dirty`` (encoded key -> absolute value) for the caller to persist; nothing here
+    does I/O.
     """
     res = result or FoldResult()
     for sample, offset, index in samples_with_pos:
@@ -77,10 +84,13 @@ def fold(
             continue
         if first is None:
             seen[ident] = version
-            if on_seen is not None:
-                on_seen(sample, version)
         res.accepted.append(sample)
+        any_late = False
         for c in contributions(sample):
+            late = arrival_us is not None and arrival_us > (
+                c.key.hour_s * US_PER_SECOND + HOUR_US + grace_us
+            )
+            any_late |= late
             k = c.key.encode()
             agg = res.dirty.get(k)
             if agg is None:
@@ -93,4 +103,7 @@ def fold(
             agg.busy_us += c.busy_us
             agg.samples += 1
             agg.version = version
+            if late:
+                agg.late_us += c.usage_us
+        res.late.append(any_late)
     return res

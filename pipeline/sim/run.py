@@ -34,6 +34,9 @@ class SimResult:
     bad_messages: int
     truth_path: Path
     seconds: float
+    duplicates: int = 0  # messages sent twice (same bytes, as a producer retry would)
+    late_messages: int = 0  # reports held back and sent after their hour's grace period
+    late_samples: int = 0
 
 
 def plan(
@@ -69,7 +72,16 @@ def simulate(
     bad_every: int = 0,
     progress: bool = True,
     clock: Any = time.monotonic,
+    duplicate_rate: float = 0.0,
+    late_every: int = 0,
+    late_delay_s: int = 3 * 3600,
 ) -> SimResult:
+    """Publish every collector report of the period, in simulated-time order.
+
+    Each record's Kafka timestamp is its simulated send time (the end of its collection
+    window), so the worker judges lateness as it would live. ``late_every``: every Nth report
+    is held back and sent ``late_delay_s`` later; ``duplicate_rate``: that share of messages is
+    sent a second time at the end (a producer resend)."""
     started = clock()
     fleet, job_lists = plan(config, period, nodes, interval_s, seed)
     by_node = {n.name: jl for n, jl in zip(fleet, job_lists, strict=True)}
@@ -89,25 +101,42 @@ def simulate(
     rng = random.Random(seed + 1)
     messages = samples = bad = 0
     failures: list[BaseException] = []
+    held: list[tuple[bytes, bytes, int]] = []  # (key, value, timestamp ms) sent at the end
+    dups = late_msgs = late_samples = 0
+
+    def send(key: bytes, value: bytes, ts_ms: int) -> None:
+        producer.send(topic, key=key, value=value, timestamp_ms=ts_ms).add_errback(failures.append)
+
     bar = _progress(progress)
     with bar:
         task = bar.add_task(f"simulate {period}", total=len(reports))
         for i, r in enumerate(reports):
             events = report_events(r)
             key = r.job.tenant_id.encode()
-            producer.send(
-                topic, key=key, value=json.dumps(events, separators=(",", ":")).encode()
-            ).add_errback(failures.append)
+            value = json.dumps(events, separators=(",", ":")).encode()
+            ts_ms = r.time_us // 1000
             messages += 1
             samples += len(events)
+            if late_every and i % late_every == late_every // 2:
+                held.append((key, value, ts_ms + late_delay_s * 1000))
+                late_msgs += 1
+                late_samples += len(events)
+            else:
+                send(key, value, ts_ms)
+            if duplicate_rate and rng.random() < duplicate_rate:
+                held.append((key, value, ts_ms))
+                dups += 1
             if bad_every and i % bad_every == bad_every - 1:
                 _reason, payload = bad_message(rng, events[0], bad)
-                producer.send(topic, key=key, value=payload).add_errback(failures.append)
+                send(key, payload, ts_ms)
                 bad += 1
             if i % 2000 == 0:
                 bar.update(
                     task, completed=i, description=f"simulate {period} ({samples:,} samples)"
                 )
+        rng.shuffle(held)
+        for key, value, ts_ms in held:
+            send(key, value, ts_ms)
         producer.flush()
         bar.update(task, completed=len(reports))
     if failures:
@@ -116,7 +145,17 @@ def simulate(
             "the ground truth no longer matches what was published: run the simulation again"
         )
     return SimResult(
-        str(period), nodes, len(all_jobs), messages, samples, bad, truth_path, clock() - started
+        str(period),
+        nodes,
+        len(all_jobs),
+        messages,
+        samples,
+        bad,
+        truth_path,
+        clock() - started,
+        dups,
+        late_msgs,
+        late_samples,
     )
 
 

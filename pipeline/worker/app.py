@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None) -> Any:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=settings.sink_batch_samples,
         producer_max_request_size=2 * settings.max_message_bytes,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
     )
     usage = app.topic(
         settings.usage_topic,
@@ -156,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 send_dead_letter,
                 lambda: datetime.now(UTC),
                 limits,
+                grace_s=settings.late_grace_s,
             )
         return state["p"]
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pipeline.domain.aggregate import MAX_SAMPLES_PER_MESSAGE, Agg, FoldResult, fold
 from pipeline.domain.errors import RejectReason
 from pipeline.domain.events import DecodeLimits, Reject, UsageSample, decode_message
+from pipeline.domain.hours import US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 from pipeline.worker.sink import ClickHouseSink, raw_row
 
@@ -81,6 +82,7 @@ class BatchProcessor:
         send_dead_letter: Callable[[bytes | None, bytes], Awaitable[None]],
         clock: Callable[[], datetime],
         limits: DecodeLimits | None = None,
+        grace_s: int = 3600,
     ) -> None:
         self.ref = ref
         self.tables = tables
@@ -88,6 +90,7 @@ class BatchProcessor:
         self.send_dead_letter = send_dead_letter
         self.clock = clock
         self.limits = limits or DecodeLimits()
+        self.grace_us = grace_s * US_PER_SECOND
         self.stats = BatchStats()
 
     async def process(self, batch: list[Message]) -> None:
@@ -118,9 +121,11 @@ class BatchProcessor:
                 self.tables.seen,
                 self.tables.load,
                 res,
+                arrival_us=to_us(msg.timestamp or now),
+                grace_us=self.grace_us,
             )
-            for s in res.accepted[n_acc:]:
-                raw_rows.append(raw_row(s, msg.partition, msg.offset, now))
+            for s, late in zip(res.accepted[n_acc:], res.late[n_acc:], strict=True):
+                raw_rows.append(raw_row(s, msg.partition, msg.offset, now, late))
             for k in res.dirty.keys() - before:
                 key_owner[k] = msg
         for k, agg in res.dirty.items():

@@ -57,6 +57,7 @@ RAW_COLUMNS = (
     "kafka_partition",
     "kafka_offset",
     "ingested_at",
+    "late",
 )
 HOURLY_COLUMNS = (
     "tenant_id",
@@ -72,10 +73,13 @@ HOURLY_COLUMNS = (
     "samples",
     "version",
     "updated_at",
+    "late_us",
 )
 
 
-def raw_row(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple[Any, ...]:
+def raw_row(
+    s: UsageSample, partition: int, offset: int, now: datetime, late: bool = False
+) -> tuple[Any, ...]:
     hour = datetime.fromtimestamp((s.start_us - s.start_us % HOUR_US) // US_PER_SECOND, UTC)
     return (
         s.tenant_id,
@@ -98,6 +102,7 @@ def raw_row(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple
         partition,
         offset,
         now,
+        int(late),
     )
 
 
@@ -117,6 +122,7 @@ def hourly_row(key: str, agg: Agg, now: datetime) -> tuple[Any, ...]:
         agg.samples,
         agg.version,
         now,
+        agg.late_us,
     )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from decimal import Decimal
-from fractions import Fraction
 
 import pytest
 
@@ -16,13 +14,12 @@ from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
 from pipeline.billing.run import BillingRun
 from pipeline.config import Config
-from pipeline.domain.hours import HOUR_US
-from pipeline.domain.money import from_minor, round_money
+from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
 from pipeline.sim.run import simulate
 from pipeline.sim.truth import read_truth
-from pipeline.verify import compare, stored_as_truth
+from pipeline.verify import compare, expected_bills, stored_as_truth
 from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
 from tests.services import drop_database, server_executor
 
@@ -49,23 +46,6 @@ def consume_all(settings: Settings, topic: str) -> list[bytes]:
         return [m.value for m in consumer]
     finally:
         consumer.close()
-
-
-def expected_bills(truth: dict, config: Config) -> dict[str, tuple[Fraction, Decimal]]:
-    """Rate x ground truth, line by line (GPU model, MIG profile), rounded once per line."""
-    per_line: dict[tuple[str, str, str], int] = defaultdict(int)
-    for (tenant, _h, _p, model, mig, *_rest), usage in truth.items():
-        per_line[(tenant, model, mig)] += usage
-    out: dict[str, tuple[Fraction, Decimal]] = {}
-    catalog = config.reference.catalog
-    for (tenant, model, mig), usage in per_line.items():
-        t = config.reference.tenants[tenant]
-        card = config.rate_cards[t.rate_card]
-        qty = Fraction(usage, HOUR_US) * catalog.fraction(model, mig)
-        amount = round_money(qty * Fraction(card.prices[model]), card.currency)
-        q0, a0 = out.get(tenant, (Fraction(0), Decimal(0)))
-        out[tenant] = (q0 + qty, a0 + amount)
-    return out
 
 
 def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> None:

@@ -9,9 +9,10 @@ import pytest
 from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor, migrate
 from pipeline.adapters.store import Store
 from pipeline.domain.aggregate import Agg
+from pipeline.domain.events import UsageSample
 from pipeline.domain.period import Period
 from pipeline.domain.usage import HourlyKey
-from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row
+from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row, raw_row
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.chdb]
 Ex = DriverExecutor | ChdbExecutor
@@ -49,31 +50,29 @@ def test_rewritten_hour_replaces_instead_of_adding(engine: Ex) -> None:
 
 
 def test_raw_samples_collapse_on_identity(engine: Ex) -> None:
-    row = (
-        "acme-ai",
+    t0 = int(datetime(2026, 10, 5, 7, tzinfo=UTC).timestamp()) * 1_000_000
+    sample = UsageSample(
         "src",
         "e1",
-        datetime(2026, 10, 5, 7, tzinfo=UTC),
+        "acme-ai",
         "p1",
-        "j1",
         "c1",
         "us-east-1",
         "northwind-cloud",
         "n1",
-        "GPU-1",
         "H100",
         "",
         1,
-        1,
-        2,
+        t0,
+        t0 + 60_000_000,
         None,
-        0,
-        5,
-        NOW,
+        "j1",
+        "GPU-1",
     )
+    row = raw_row(sample, 0, 5, NOW, late=True)
     engine.insert("usage_raw", RAW_COLUMNS, [row])
     engine.insert("usage_raw", RAW_COLUMNS, [row])
-    assert engine.execute("SELECT count() FROM usage_raw FINAL") == [(1,)]
+    assert engine.execute("SELECT count(), sum(late) FROM usage_raw FINAL") == [(1, 1)]
 
 
 def test_period_and_tenant_filters_and_parameters_are_escaped(engine: Ex) -> None:

@@ -82,3 +82,17 @@ def test_replay_marks_keys_dirty_so_clickhouse_is_rewritten() -> None:
     res = fold(items, st.seen, st.load)
     assert res.replayed_contributions == 1 and res.duplicates == 0
     assert [a.usage_us for a in res.dirty.values()] == [10 * 60_000_000]
+
+
+def test_late_contributions_still_count_and_are_marked() -> None:
+    st = Store()
+    s = sample("a", 50, 20)  # 05:50-06:10: 10 min in hour 05, 10 min in hour 06
+    t0 = to_us(datetime(2026, 10, 1, 5, tzinfo=UTC))
+    hour = 3_600_000_000
+    # arrives at 07:30: after hour 05's grace (ends 07:00), inside hour 06's (ends 08:00)
+    res = fold([(s, 0, 0)], st.seen, st.load, arrival_us=t0 + 2 * hour + hour // 2, grace_us=hour)
+    by_hour = {k.split("|")[1]: a for k, a in res.dirty.items()}
+    h5, h6 = str(t0 // 1_000_000), str((t0 + hour) // 1_000_000)
+    assert (by_hour[h5].usage_us, by_hour[h5].late_us) == (600_000_000, 600_000_000)
+    assert (by_hour[h6].usage_us, by_hour[h6].late_us) == (600_000_000, 0)
+    assert res.late == [True]
