@@ -23,11 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.clickhouse import DriverExecutor, migrate
+from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import end_offsets, ensure_topics, group_lag, make_producer
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.billing.run import BillingRun
+from pipeline.bootstrap import executor
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import REPO_ROOT, Settings
@@ -186,11 +187,9 @@ def run_faults(
     rng = random.Random(plan.seed)
     rep = FaultReport()
     period = Period.parse(plan.period)
-    migrate(
-        DriverExecutor(
-            settings.clickhouse_host, settings.clickhouse_port, settings.clickhouse_database
-        )
-    )
+    ex = executor(settings)
+    migrate(ex)
+    ex.close()
     ensure_topics(
         settings.kafka_bootstrap,
         {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
@@ -284,11 +283,8 @@ def run_faults(
         rep.log.append(f"not injected (drained first): {[a for _, a in actions]}")
         say(rep.log[-1])
 
-    store = Store(
-        DriverExecutor(
-            settings.clickhouse_host, settings.clickhouse_port, settings.clickhouse_database
-        )
-    )
+    ex = executor(settings)
+    store = Store(ex)
     truth = read_truth(sim.truth_path)
     v = compare(truth, stored_as_truth(store, period))
     rep.lost_us, rep.double_us, rep.keys = v.lost_us, v.double_us, v.keys_expected
@@ -301,6 +297,7 @@ def run_faults(
     clean = expected_bills(truth, config)
     rep.billing_equal = {r.tenant_id: (r.gpu_hours, r.amount) for r in report.results} == clean
     rep.billed_total = sum((r.amount for r in report.results), Decimal(0))
+    ex.close()
     rep.seconds = time.monotonic() - started
     return rep
 

@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 log.critical("batch processing failed; exiting without committing", exc_info=True)
                 logging.shutdown()
                 os._exit(70)
-            if time.monotonic() - last_report > 10:
+            if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 s = proc.stats
                 log.info(
