@@ -9,7 +9,9 @@ DEMO_PERIOD ?=
 DEMO_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+FAULT_ARGS ?=
+
+.PHONY: faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
 
 install: $(STAMP)
 
@@ -37,6 +39,11 @@ demo: install stack-up
 # Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
 test: install stack-up
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Fault injection at a larger volume than the tests: ends with the `faults: ... lost=0 double_counted=0` line.
+faults: install stack-up
+	$(BIN)/gpumeter db migrate
+	$(BIN)/gpumeter faults $(FAULT_ARGS)
 
 # Pure tests only, no services.
 test-unit: install

@@ -186,6 +186,78 @@ def cmd_late(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import dlq
+
+    if args.action == "resubmit":
+        from pipeline.bootstrap import executor
+
+        sent, skipped = dlq.resubmit(settings, executor(settings), args.reason, args.dry_run)
+        verb = "would re-submit" if args.dry_run else "re-submitted"
+        print(
+            f"dlq: {verb} {sent} dead letters to {settings.usage_topic}"
+            f"{f' (reason {args.reason})' if args.reason else ''}; {skipped} already done"
+        )
+        return 0
+    letters = [
+        d for d in dlq.read_dead_letters(settings) if args.reason is None or d.reason == args.reason
+    ]
+    if args.action == "count":
+        counts = dlq.count_by_reason(iter(letters))
+        if args.json:
+            print(json.dumps(dict(sorted(counts.items()))))
+        else:
+            for reason, n in counts.most_common():
+                print(f"{n:8d}  {reason}")
+            print(f"dlq: total={sum(counts.values())} reasons={len(counts)}")
+        return 0
+    shown = letters[-args.limit :] if args.limit else letters
+    for d in shown:
+        row = {
+            "dlq": f"{d.partition}/{d.offset}",
+            "reason": d.reason,
+            "detail": d.detail,
+            "source": d.source,
+            "bytes": len(d.value or b""),
+        }
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{row['dlq']:>10}  {d.reason:<24} {d.source:<40} {d.detail}"
+        )
+    return 0
+
+
+def cmd_faults(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+
+    from pipeline.config import Config
+    from pipeline.faults import FaultPlan, describe, fault_settings, run_faults
+
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    root = settings.out_dir / "faults" / name
+    fs = fault_settings(settings, name, root)
+    plan = FaultPlan(
+        nodes=args.nodes,
+        kills=args.kills,
+        clickhouse_outage_s=args.outage,
+        broker_restarts=1,
+        duplicate_rate=0.05,
+        replay_messages=args.replay,
+        late_every=50,
+        bad_every=500,
+        workers=2,
+        kill_one_of_two=True,
+        seed=args.seed,
+    )
+    rep = run_faults(fs, Config.load(settings.config_dir), plan, root / "logs")
+    print(json.dumps(describe(rep), indent=2))
+    print(f"logs: {root / 'logs'}; database: {fs.clickhouse_database}")
+    print(rep.line())
+    ok = rep.lost_us == 0 and rep.double_us == 0 and rep.billing_equal
+    return 0 if ok else 1
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
@@ -241,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     late.add_argument("--period", required=True)
     late.add_argument("--json", action="store_true")
     late.set_defaults(func=cmd_late)
+
+    dl = sub.add_parser("dlq", help="dead-lettered usage events")
+    dl.add_argument("action", choices=["list", "count", "resubmit"])
+    dl.add_argument("--reason", help="only this reason code")
+    dl.add_argument("--limit", type=int, default=50, help="list: the last N (0: all)")
+    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--dry-run", action="store_true", help="resubmit: only count")
+    dl.set_defaults(func=cmd_dlq)
+
+    fl = sub.add_parser("faults", help="fault-injection run on the local stack")
+    fl.add_argument("--nodes", type=int, default=16)
+    fl.add_argument("--kills", type=int, default=3)
+    fl.add_argument("--outage", type=float, default=30.0, help="ClickHouse outage, seconds")
+    fl.add_argument("--replay", type=int, default=2000, help="records of a partition replayed")
+    fl.add_argument("--seed", type=int, default=7)
+    fl.set_defaults(func=cmd_faults)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
     demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")

@@ -107,6 +107,44 @@ class Store:
     def save_invoice(self, row: dict[str, Any]) -> None:
         self.ex.insert("invoices", list(row), [tuple(row.values())])
 
+    def finalized_before(self, period: str) -> dict[str, list[tuple[str, str]]]:
+        """Tenant -> [(period, invoice id)] of finalized (or paid) invoices before ``period``."""
+        rows = self.ex.execute(
+            "SELECT tenant_id, period, invoice_id FROM invoices FINAL "
+            "WHERE period < %(p)s AND status IN ('finalized', 'paid') ORDER BY tenant_id, period",
+            {"p": period},
+        )
+        out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for t, p, i in rows:
+            out[str(t)].append((str(p), str(i)))
+        return dict(out)
+
+    def billed_so_far(
+        self, tenant_id: str, invoice_id: str, original_period: str, excluding_period: str
+    ) -> dict[str, tuple[int, int]]:
+        """line key -> (minor units, usage µs) charged for a closed period: its invoice's own
+        lines plus adjustments applied on later invoices (other than ``excluding_period``)."""
+        out: dict[str, tuple[int, int]] = {}
+        for key, amount, usage in self.ex.execute(
+            "SELECT line_key, amount_minor, usage_us FROM invoice_lines FINAL "
+            "WHERE invoice_id = %(i)s AND NOT startsWith(line_key, 'adj/')",
+            {"i": invoice_id},
+        ):
+            out[str(key)] = (int(amount), int(usage))
+        for key, amount, usage in self.ex.execute(
+            "SELECT line_key, sum(amount_minor), sum(usage_us) FROM adjustments FINAL "
+            "WHERE tenant_id = %(t)s AND original_period = %(p)s AND applied_period != %(x)s "
+            "GROUP BY line_key",
+            {"t": tenant_id, "p": original_period, "x": excluding_period},
+        ):
+            a0, u0 = out.get(str(key), (0, 0))
+            out[str(key)] = (a0 + int(amount), u0 + int(usage))
+        return out
+
+    def save_adjustments(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.ex.insert("adjustments", list(rows[0]), [tuple(r.values()) for r in rows])
+
     def save_invoice_lines(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             self.ex.insert("invoice_lines", list(rows[0]), [tuple(r.values()) for r in rows])

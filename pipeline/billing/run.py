@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.config import Config
+from pipeline.domain.adjustments import ADJ_PREFIX, Billed, adjustment_lines
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
 from pipeline.domain.rating import Line, idempotency_key, rate_per_unit
@@ -92,15 +93,18 @@ class BillingRun:
     def run(self, period: Period) -> BillingReport:
         report = BillingReport(str(period), out_dir=self.out_root / str(period))
         usage = self.store.hourly_rows(period)
+        closed = self.store.finalized_before(str(period))
         chargeback_rows: list[dict[str, Any]] = []
-        for tenant_id in sorted(usage):
+        for tenant_id in sorted(usage.keys() | closed.keys()):
             tenant = self.config.reference.tenants.get(tenant_id)
             if tenant is None:  # the worker dead-letters unknown tenants; defensive
                 raise ValueError(f"usage for unknown tenant {tenant_id!r}")
             card = self.config.rate_cards[tenant.rate_card]
-            lines = rate_per_unit(usage[tenant_id], card, self.config.reference.catalog)
+            lines = rate_per_unit(usage.get(tenant_id, []), card, self.config.reference.catalog)
             if tenant.kind == "external":
-                report.results.append(self._invoice(tenant, period, lines))
+                lines += self._adjustments(tenant, period, closed.get(tenant_id, []))
+                if lines:
+                    report.results.append(self._invoice(tenant, period, lines))
             else:
                 rows = self._chargeback_rows(tenant, period, lines)
                 chargeback_rows.extend(rows)
@@ -118,6 +122,26 @@ class BillingRun:
         self._write_chargeback_files(period, chargeback_rows)
         self._write_invoice_summary(period, report)
         return report
+
+    def _adjustments(
+        self, tenant: Tenant, period: Period, closed: list[tuple[str, str]]
+    ) -> list[Line]:
+        """Late usage of already-invoiced periods, as lines for this period's invoice."""
+        card = self.config.rate_cards[tenant.rate_card]
+        out: list[Line] = []
+        for original, invoice_id in closed:
+            rows = self.store.hourly_rows(Period.parse(original), tenant.id).get(tenant.id, [])
+            now = rate_per_unit(rows, card, self.config.reference.catalog)
+            billed = {
+                k: Billed(a, u)
+                for k, (a, u) in self.store.billed_so_far(
+                    tenant.id, invoice_id, original, str(period)
+                ).items()
+            }
+            out += adjustment_lines(
+                original, now, billed, self.config.reference.catalog, card.currency
+            )
+        return out
 
     # -- external: invoices through Stripe ------------------------------------------------
     def _invoice(self, tenant: Tenant, period: Period, lines: list[Line]) -> TenantResult:
@@ -201,6 +225,25 @@ class BillingRun:
             )
         self.stripe.finalize(inv.id, idempotency_key("finalize", tenant.id, p, chash))
         self.store.save_invoice_lines(line_rows)
+        self.store.save_adjustments(
+            [
+                {
+                    "tenant_id": tenant.id,
+                    "original_period": ln.line_key.split("/")[1],
+                    "line_key": ln.line_key.split("/", 2)[2],
+                    "applied_invoice_id": invoice_id,
+                    "applied_period": p,
+                    "description": ln.description,
+                    "quantity": _fmt_qty(ln.quantity),
+                    "amount_minor": ln.amount_minor,
+                    "usage_us": ln.usage_us,
+                    "currency": currency,
+                    "created_at": now,
+                }
+                for ln in lines
+                if ln.line_key.startswith(ADJ_PREFIX)
+            ]
+        )
         self.store.save_invoice(
             {**base, "status": "finalized", "stripe_invoice_id": inv.id, "version": 2}
         )

@@ -55,6 +55,9 @@ def dead_letter(msg: Message, rej: Reject, now: datetime) -> bytes:
             "topic": msg.topic,
             "partition": msg.partition,
             "offset": msg.offset,
+            "timestamp_ms": None
+            if msg.timestamp is None
+            else int(msg.timestamp.timestamp() * 1000),
             "key_b64": None if msg.key is None else base64.b64encode(msg.key).decode(),
             "value_b64": None if msg.value is None else base64.b64encode(msg.value).decode(),
             "dead_lettered_at": now.isoformat(),

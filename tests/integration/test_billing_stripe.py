@@ -106,3 +106,44 @@ def test_bill_twice_same_result_and_no_second_stripe_request(
 def test_stripe_key_is_a_secret() -> None:
     s = Settings(stripe_api_key=SecretStr("sk_live_verysecret"))
     assert "verysecret" not in repr(s) and "verysecret" not in str(s.model_dump())
+
+
+def test_late_usage_after_invoicing_becomes_an_adjustment_on_the_next_invoice(
+    engine: DriverExecutor | ChdbExecutor, config: Config, tmp_path: Path
+) -> None:
+    seed_usage(engine)
+    http = recording_http_client()
+    gateway = StripeGateway(SecretStr("sk_test_123"), Settings().stripe_api_base, http_client=http)
+    run = BillingRun(config, Store(engine), gateway, tmp_path, lambda: NOW)
+    oct_, nov = Period.parse("2026-10"), Period.parse("2026-11")
+    first = {r.tenant_id: r for r in run.run(oct_).results}
+    oct_invoice = Store(engine).invoice("acme-ai", "2026-10")
+    assert oct_invoice is not None
+
+    # late usage for October arrives: one H100 hour grows by 2 GPU-hours (a later version)
+    h0 = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp())
+    late_key = HourlyKey("acme-ai", h0, "p", "H100", "", "us-east-1", "northwind-cloud", "c1")
+    engine.insert(
+        "usage_hourly",
+        HOURLY_COLUMNS,
+        [hourly_row(late_key.encode(), Agg(3 * HOUR_US, 0, 3, 99, 2 * HOUR_US), NOW)],
+    )
+    http.recorded.clear()
+    again = {r.tenant_id: r for r in run.run(oct_).results}
+    assert again["acme-ai"].status == "changed_after_final"
+    assert again["acme-ai"].amount == first["acme-ai"].amount  # the finalized invoice stands
+    assert http.recorded == []
+    assert Store(engine).invoice("acme-ai", "2026-10") == oct_invoice
+
+    # November's run carries the difference, referencing October
+    nov_run = {r.tenant_id: r for r in run.run(nov).results}
+    price = config.rate_cards[config.reference.tenants["acme-ai"].rate_card].prices["H100"]
+    assert nov_run["acme-ai"].status == "invoiced"
+    assert nov_run["acme-ai"].amount == (2 * price).quantize(Decimal("0.01"))
+    lines = Store(engine).invoice_lines("GM-2026-11-acme-ai")
+    assert [ln["line_key"] for ln in lines] == ["adj/2026-10/H100/full"]
+    assert "2026-10" in lines[0]["description"]
+    assert "team-asr" not in nov_run  # no usage, nothing to adjust
+    # applied once: neither a rerun of November nor December adds it again
+    assert run.run(nov).results[0].status == "unchanged"
+    assert [r.tenant_id for r in run.run(Period.parse("2026-12")).results] == []

@@ -91,3 +91,26 @@ def test_shipped_config_loads(config: Config) -> None:
     assert kinds == {"external", "internal"}
     assert config.reference.catalog.fraction("H100", "1g.10gb") == Fraction(1, 7)
     assert config.reference.catalog.fraction("H100", "") == 1
+
+
+def test_adjustment_is_current_value_minus_what_was_charged(config: Config) -> None:
+    from pipeline.domain.adjustments import Billed, adjustment_lines
+
+    now = rate_per_unit(
+        [row("H100", "", 3 * HOUR_US), row("L40S", "", HOUR_US)], CARD, config.reference.catalog
+    )
+    billed = {"H100/full": Billed(498, 2 * HOUR_US), "L40S/full": Billed(89, HOUR_US)}
+    (adj,) = adjustment_lines("2026-10", now, billed, config.reference.catalog, "USD")
+    assert adj.line_key == "adj/2026-10/H100/full"
+    assert adj.amount == Decimal("2.49") and adj.quantity == 1
+    assert "2026-10" in adj.description
+    assert (
+        adjustment_lines(
+            "2026-10",
+            now,
+            {"H100/full": Billed(747, 3 * HOUR_US), "L40S/full": Billed(89, HOUR_US)},
+            config.reference.catalog,
+            "USD",
+        )
+        == []
+    )
