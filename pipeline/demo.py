@@ -47,6 +47,8 @@ def run_demo(
             nodes=nodes,
             interval_s=interval_s,
             bad_every=5000,
+            late_every=500,
+            duplicate_rate=0.01,
         )
     finally:
         producer.close()
@@ -77,7 +79,14 @@ def run_demo(
     report = cfg_run.run(period)
     print_billing(report, console)
     dlq = sum(end_offsets(settings.kafka_bootstrap, settings.dlq_topic).values())
-    console.print(f"dead-letter topic {settings.dlq_topic}: {dlq} messages")
+    console.print(
+        f"published with {sim.duplicates} resent messages (deduplicated) and {sim.late_messages} "
+        f"held back past the grace period: {st.late_samples(period)} late samples counted and "
+        f"marked (gpumeter late --period {period})"
+    )
+    console.print(f"dead-letter topic {settings.dlq_topic}: {dlq} records (gpumeter dlq count)")
+    parts = ", ".join(f"{t}={n}" for t, n in st.active_parts().items())
+    console.print(f"ClickHouse active parts: {parts}")
     console.print(f"ground truth: {sim.truth_path}")
     console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
     return 0 if v.exact else 1

@@ -235,6 +235,7 @@ def run_faults(
 
     fleet = Fleet(settings, plan.workers, log_dir)
     committed = 0
+    poll_failures = 0
     try:
         deadline = time.monotonic() + plan.timeout_s
         while True:
@@ -243,8 +244,11 @@ def run_faults(
                 committed, lag = group_lag(
                     settings.kafka_bootstrap, settings.worker_id, settings.usage_topic
                 )
-            except Exception:  # noqa: BLE001 - broker restarting: poll again
+            except Exception as exc:  # noqa: BLE001 - broker restarting: poll again
                 lag = -1
+                poll_failures += 1
+                if poll_failures in (1, 10, 100):
+                    say(f"progress poll failed ({poll_failures}x): {type(exc).__name__}: {exc}")
             if lag == 0 and committed >= total:
                 break
             while actions and lag > 0 and committed >= actions[0][0] * total:

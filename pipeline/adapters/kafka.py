@@ -39,6 +39,15 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
         admin.close()
 
 
+# Short-lived clients (lag checks, admin reads) must not hang on a broker that just restarted:
+# kafka-python's default request timeout is ~5 minutes.
+QUICK_CLIENT = {
+    "request_timeout_ms": 10_000,
+    "session_timeout_ms": 6_000,
+    "heartbeat_interval_ms": 2_000,
+}
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
     """acks=all and idempotence: a broker failover neither loses nor duplicates a send."""
     kafka = _kafka()
@@ -62,7 +71,7 @@ def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
     from kafka.structs import TopicPartition
 
     consumer = kafka.KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **QUICK_CLIENT
     )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -85,7 +94,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     kafka = _kafka()
     from kafka.structs import TopicPartition
 
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, **QUICK_CLIENT)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
