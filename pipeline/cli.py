@@ -22,6 +22,18 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.adapters.clickhouse import migrate
     from pipeline.bootstrap import executor
 
+    if args.cluster:
+        from pipeline.adapters.clickhouse import cluster_statements
+
+        stmts = cluster_statements(args.cluster, settings.clickhouse_database)
+        if args.print:
+            print(";\n\n".join(stmts) + ";")
+            return 0
+        ex = executor(settings)
+        for stmt in stmts:
+            ex.execute(stmt)
+        print(f"applied {len(stmts)} statements on cluster {args.cluster}")
+        return 0
     ex = executor(settings, Path(args.chdb) if args.chdb else None)
     applied = migrate(ex)
     print(
@@ -273,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     mig = db_sub.add_parser("migrate", help="apply schemas/clickhouse/*.sql in order")
     mig.add_argument("--chdb", metavar="PATH", help="migrate an in-process chdb store at PATH")
+    mig.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="Replicated + Distributed DDL for the ClickHouse cluster NAME",
+    )
+    mig.add_argument("--print", action="store_true", help="with --cluster: print, do not apply")
     mig.set_defaults(func=cmd_migrate)
 
     topics = sub.add_parser("topics", help="create the Kafka topics")

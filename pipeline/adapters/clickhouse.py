@@ -255,3 +255,50 @@ def with_retry(
             )
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+# --- cluster DDL -----------------------------------------------------------------------------
+
+_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+) \(", re.I)
+_ENGINE = re.compile(r"ENGINE = (Replacing)?MergeTree\(([^)]*)\)")
+_ORDER = re.compile(r"ORDER BY \(?\s*(\w+)")
+_ALTER = re.compile(r"^ALTER TABLE (\w+) (.*)$", re.I | re.S)
+
+
+def cluster_statements(cluster: str, database: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The migrations rewritten for a ClickHouse cluster: every table ``ON CLUSTER``, on a
+    Replicated engine (one replica path per shard), plus a ``<table>_all`` Distributed table
+    sharded by the table's first sort column (``tenant_id`` for usage and invoices), so that
+    every version of a key lands on one shard and ``FINAL`` still deduplicates correctly."""
+    cl, db = ident(cluster), ident(database)
+    out = [f"CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cl}"]
+    for _version, _name, path in migration_files(directory):
+        for stmt in statements(path):
+            created = _CREATE.match(stmt)
+            altered = _ALTER.match(stmt)
+            if created:
+                table = created.group(1)
+                body = _CREATE.sub(
+                    f"CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cl} (", stmt, count=1
+                )
+
+                def replicated(m: re.Match[str], table: str = table) -> str:
+                    args = [f"'/clickhouse/tables/{{shard}}/{db}/{table}'", "'{replica}'"]
+                    if m.group(2).strip():
+                        args.append(m.group(2).strip())
+                    return f"ENGINE = Replicated{m.group(1) or ''}MergeTree({', '.join(args)})"
+
+                out.append(_ENGINE.sub(replicated, body))
+                order = _ORDER.search(stmt)
+                shard_key = f"cityHash64({order.group(1)})" if order else "rand()"
+                out.append(
+                    f"CREATE TABLE IF NOT EXISTS {db}.{table}_all ON CLUSTER {cl} AS {db}.{table} "
+                    f"ENGINE = Distributed({cl}, {db}, {table}, {shard_key})"
+                )
+            elif altered:
+                table, rest = altered.group(1), altered.group(2)
+                out.append(f"ALTER TABLE {db}.{table} ON CLUSTER {cl} {rest}")
+                out.append(f"ALTER TABLE {db}.{table}_all ON CLUSTER {cl} {rest}")
+            else:
+                raise ValueError(f"{path.name}: no cluster form for statement: {stmt[:60]}")
+    return out

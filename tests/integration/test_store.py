@@ -114,3 +114,20 @@ def test_invoice_ledger_latest_version_wins(engine: Ex) -> None:
         1234,
     )
     assert store.invoice("acme-ai", "2026-09") is None
+
+
+def test_late_usage_query_lists_what_arrived_after_the_grace_period(engine: Ex) -> None:
+    on_time, late = key(hour_s=OCT), key(hour_s=OCT + 3600)
+    engine.insert(
+        "usage_hourly",
+        HOURLY_COLUMNS,
+        [
+            hourly_row(on_time, Agg(100, 0, 1, 1, 0), NOW),
+            hourly_row(late, Agg(100, 0, 2, 2, 40), NOW),
+        ],
+    )
+    rows = Store(engine).late_usage(Period.parse("2026-10"))
+    assert [(r[0], int(r[1].timestamp()), r[4], r[5]) for r in rows] == [
+        ("acme-ai", OCT + 3600, 40, 100)
+    ]
+    assert Store(engine).active_parts()["usage_hourly"] >= 1
