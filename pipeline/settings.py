@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     late_grace_s: int = 3600
     # consumer-group liveness: how soon a dead worker's partitions move to another
     session_timeout_s: float = 10.0
+    # liveness: exit (for the supervisor to restart) after this long with a backlog and no batch
+    stall_timeout_s: float = 30.0
 
     # ClickHouse
     clickhouse_host: str = "127.0.0.1"

@@ -162,12 +162,48 @@ def create_app(settings: Settings | None = None) -> Any:
             )
         return state["p"]
 
+    progress = {"last_batch": time.monotonic(), "in_batch": False}
+
+    @app.timer(interval=5.0)
+    async def watchdog() -> None:
+        """Liveness: exit if messages wait on an assigned partition but no batch has completed
+        for ``stall_timeout_s`` (seen after broker restarts: the fetcher idles with a backlog).
+        A batch waiting for ClickHouse is not a stall. The supervisor restarts the worker and
+        the uncommitted messages are replayed."""
+        if progress["in_batch"] or getattr(app, "in_recovery", False) or app.rebalancing:
+            progress["last_batch"] = time.monotonic()  # restoring tables is not a stall
+            return
+        idle = time.monotonic() - progress["last_batch"]
+        if idle < settings.stall_timeout_s:
+            return
+        consumer = app.consumer
+        read = getattr(consumer, "_read_offset", {})  # Faust keeps no public "position"
+        backlog = 0
+        for tp in consumer.assignment():
+            if tp.topic != settings.usage_topic:
+                continue
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            done = read.get(tp)
+            backlog += hw - (0 if done is None else done + 1)
+        if backlog > 0:
+            log.critical(
+                "no batch for %.0fs with %d messages waiting; exiting so the "
+                "supervisor restarts the worker",
+                idle,
+                backlog,
+            )
+            logging.shutdown()
+            os._exit(75)
+
     @app.agent(usage)
     async def process(stream: Any) -> None:
         last_report = time.monotonic()
         async for events in stream.take_events(
             settings.sink_batch_samples, within=settings.sink_batch_seconds
         ):
+            progress["in_batch"] = True
             proc = processor()
             batch = [
                 Message(
@@ -197,6 +233,8 @@ def create_app(settings: Settings | None = None) -> Any:
                 log.critical("batch processing failed; exiting without committing", exc_info=True)
                 logging.shutdown()
                 os._exit(70)
+            progress["in_batch"] = False
+            progress["last_batch"] = time.monotonic()
             if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 s = proc.stats
