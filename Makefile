@@ -10,8 +10,9 @@ DEMO_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 FAULT_ARGS ?=
+BENCH_SCALE ?= 1
 
-.PHONY: faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+.PHONY: bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ test: install stack-up
 faults: install stack-up
 	$(BIN)/gpumeter db migrate
 	$(BIN)/gpumeter faults $(FAULT_ARGS)
+
+# Benchmark: every figure against a baseline measured in the same run; BENCH_SCALE=0.1 is quick.
+bench: install stack-up
+	$(BIN)/gpumeter bench --scale $(BENCH_SCALE)
 
 # Pure tests only, no services.
 test-unit: install

@@ -270,6 +270,48 @@ def cmd_faults(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.bench import cleanup, run_bench, write_results
+    from pipeline.settings import REPO_ROOT
+
+    console = Console()
+    res = run_bench(settings, args.scale, say=console.print)
+    doc = write_results(res, REPO_ROOT / "bench" / "results" / "latest.json")
+    if not args.keep:
+        cleanup(settings, [f"bench_{n}" for n in _bench_names(settings)])
+    targets = {
+        "samples_per_s": (">= 50,000", lambda v: v >= 50_000),
+        "p99_freshness_s": ("<= 5", lambda v: v <= 5),
+        "peak_rss_mib": ("<= 1024", lambda v: v <= 1024),
+        "billing_s": ("<= 60", lambda v: v <= 60),
+    }
+    table = Table(title=f"gpumeter bench (scale {args.scale})")
+    for col in ("figure", "value", "target", "met"):
+        table.add_column(col)
+    for key, value in doc.items():
+        if key == "measured_at":
+            continue
+        target, ok = targets.get(key, ("", None))
+        met = "" if ok is None or value is None else ("yes" if ok(value) else "NO")
+        shown = json.dumps(value) if isinstance(value, dict) else str(value)
+        table.add_row(key, shown, target, met)
+    console.print(table)
+    console.print("written: bench/results/latest.json")
+    return 0
+
+
+def _bench_names(settings: Settings) -> list[str]:
+    from pipeline.bootstrap import executor
+
+    ex = executor(settings)
+    rows = ex.execute("SELECT name FROM system.databases WHERE startsWith(name, 'bench_')")
+    ex.close()
+    return [str(r[0])[len("bench_") :] for r in rows]
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
@@ -347,6 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--replay", type=int, default=2000, help="records of a partition replayed")
     fl.add_argument("--seed", type=int, default=7)
     fl.set_defaults(func=cmd_faults)
+
+    bn = sub.add_parser("bench", help="throughput, freshness, memory and billing benchmark")
+    bn.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="volume multiplier (1.0: 5,000,000 samples, 1,000,000 keys)",
+    )
+    bn.add_argument("--keep", action="store_true", help="keep the bench databases and topics")
+    bn.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
     demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")
