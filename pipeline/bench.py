@@ -249,7 +249,7 @@ def freshness(
                     {
                         "specversion": "1.0",
                         "id": f"probe-{i}-{g}",
-                        "source": "//bench/probe",
+                        "source": f"//bench/probe/n{i}",
                         "type": "gpu.usage.v1",
                         "data": {
                             "tenant_id": tenant,

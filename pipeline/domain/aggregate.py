@@ -67,16 +67,16 @@ def fold(
 ) -> FoldResult:
     """Fold ``(sample, offset, index)`` of one message into aggregates.
 
-    ``seen`` is the dedupe memory (identity -> version first seen); ``load`` reads a key's
-    stored aggregate. ``arrival_us`` is when the message reached Kafka (its record time): a
-    contribution to an hour that arrives more than ``grace_us`` after the hour ended is still
-    counted, and also added to the key's ``late_us``. The changed aggregates are returned in
-    ``result.dirty`` (encoded key -> absolute value) for the caller to persist; nothing here
-    does I/O.
+    ``seen`` is the dedupe memory (``sample.dedupe_key`` -> version first seen); ``load``
+    reads a key's stored aggregate. ``arrival_us`` is when the message reached Kafka (its
+    record time): a contribution to an hour that arrives more than ``grace_us`` after the hour
+    ended is still counted, and also added to the key's ``late_us``. The changed aggregates
+    are returned in ``result.dirty`` (encoded key -> absolute value) for the caller to
+    persist; nothing here does I/O.
     """
     res = result or FoldResult()
     for sample, offset, index in samples_with_pos:
-        ident = sample.identity
+        ident = sample.dedupe_key
         version = version_of(offset, index)
         first = seen.get(ident)
         if first is not None and first != version:

@@ -22,6 +22,7 @@ from pipeline.domain.hours import US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 
 EVENT_TYPE = "gpu.usage.v1"
+BUCKET_SEP = "\x1e"
 SPECVERSION = "1.0"
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
@@ -93,6 +94,16 @@ class UsageSample:
     @property
     def identity(self) -> str:
         return f"{self.source}\x1f{self.id}"
+
+    @property
+    def dedupe_key(self) -> str:
+        """``bucket + BUCKET_SEP + id``: the dedupe memory is kept in buckets of one tenant,
+        source and start minute, so that a batch writes one changelog record per bucket (a
+        node's report: one per GPU) instead of one per sample, while a bucket stays small
+        however long a collector runs. Copies of an event share its tenant, source and start,
+        hence its bucket; the tenant keeps a bucket inside one Kafka partition."""
+        minute = self.start_us - self.start_us % 60_000_000
+        return f"{self.tenant_id}|{self.source}|{minute}{BUCKET_SEP}{self.id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ Faust gives us the consumer group, partition assignment, the tables with a persi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from pipeline.adapters.clickhouse import DriverExecutor
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
-from pipeline.domain.events import DecodeLimits
+from pipeline.domain.events import BUCKET_SEP, DecodeLimits
 from pipeline.settings import Settings
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import ClickHouseSink
@@ -34,33 +35,59 @@ def _faust() -> Any:
     return faust
 
 
-class _SeenView(MutableMapping[str, int]):
-    """The dedupe table as ``identity -> version``, stored as raw bytes."""
+class BucketedSeen(MutableMapping[str, int]):
+    """The dedupe memory as ``dedupe_key -> version``, stored in buckets (one table value per
+    tenant, source and start minute: JSON ``{id: version}``). Reads load a bucket once per batch;
+    writes change the cached bucket, and :meth:`flush` writes each changed bucket once, to the
+    changelog partition of the message that changed it."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, bind: Any) -> None:
         self._t = table
+        self._bind = bind
+        self._cache: dict[str, dict[str, int]] = {}
+        self._dirty: dict[str, Message] = {}
+        self.current: Message | None = None
+
+    def _bucket(self, key: str) -> tuple[str, str, dict[str, int]]:
+        bucket, _, member = key.partition(BUCKET_SEP)
+        members = self._cache.get(bucket)
+        if members is None:
+            raw = self._t.get(bucket.encode())
+            members = json.loads(raw) if raw else {}
+            self._cache[bucket] = members
+        return bucket, member, members
 
     def __getitem__(self, key: str) -> int:
-        raw = self._t[key.encode()]
-        if raw is None:
-            raise KeyError(key)
-        return int(raw)
+        _, member, members = self._bucket(key)
+        return members[member]
 
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self._t.get(key.encode())
-        return default if raw is None else int(raw)
+        _, member, members = self._bucket(key)
+        return members.get(member, default)
 
     def __setitem__(self, key: str, value: int) -> None:
-        self._t[key.encode()] = str(value).encode()
+        bucket, member, members = self._bucket(key)
+        members[member] = value
+        if bucket not in self._dirty and self.current is not None:
+            self._dirty[bucket] = self.current
 
     def __delitem__(self, key: str) -> None:
-        del self._t[key.encode()]
+        raise NotImplementedError("the dedupe memory only grows")
 
     def __iter__(self) -> Any:
-        return (k.decode() for k in self._t)
+        raise NotImplementedError("not iterable")
 
     def __len__(self) -> int:
-        return len(self._t)
+        return len(self._cache)
+
+    def flush(self) -> None:
+        for bucket, msg in self._dirty.items():
+            self._bind(msg)
+            self._t[bucket.encode()] = json.dumps(
+                self._cache[bucket], separators=(",", ":")
+            ).encode()
+        self._dirty.clear()
+        self._cache.clear()
 
 
 class FaustTables:
@@ -76,11 +103,19 @@ class FaustTables:
         from faust.streams import _current_event
 
         self._current = _current_event
-        self.seen: MutableMapping[str, int] = _SeenView(seen)
+        self._seen = BucketedSeen(seen, self._bind)
+        self.seen: MutableMapping[str, int] = self._seen
         self._hourly = hourly
 
-    def bind(self, msg: Message) -> None:
+    def _bind(self, msg: Message) -> None:
         self._current.set(weakref.ref(msg.handle))
+
+    def bind(self, msg: Message) -> None:
+        self._bind(msg)
+        self._seen.current = msg
+
+    def flush(self) -> None:
+        self._seen.flush()
 
     def load(self, key: str) -> Agg:
         raw = self._hourly.get(key.encode())

@@ -44,6 +44,8 @@ class Tables(Protocol):
 
     def store(self, key: str, agg: Agg) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 def dead_letter(msg: Message, rej: Reject, now: datetime) -> bytes:
     """The dead-letter record: reason code, detail, where it came from and the original bytes."""
@@ -131,6 +133,7 @@ class BatchProcessor:
                 raw_rows.append(raw_row(s, msg.partition, msg.offset, now, late))
             for k in res.dirty.keys() - before:
                 key_owner[k] = msg
+        self.tables.flush()  # the dedupe memory's changed buckets, once each
         for k, agg in res.dirty.items():
             self.tables.bind(key_owner[k])
             self.tables.store(k, agg)
