@@ -55,29 +55,21 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters.kafka import make_producer
     from pipeline.config import Config
     from pipeline.domain.period import Period
-    from pipeline.sim.run import simulate
+    from pipeline.sim.run import publish
 
     period = Period.parse(args.period) if args.period else Period.previous(_now())
-    config = Config.load(settings.config_dir)
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        res = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            period,
-            settings.out_dir,
-            nodes=args.nodes,
-            interval_s=args.interval,
-            seed=args.seed,
-            bad_every=args.bad_every,
-            progress=not args.quiet,
-        )
-    finally:
-        producer.close()
+    res = publish(
+        settings,
+        Config.load(settings.config_dir),
+        period,
+        nodes=args.nodes,
+        interval_s=args.interval,
+        seed=args.seed,
+        bad_every=args.bad_every,
+        progress=not args.quiet,
+    )
     rate = res.samples / res.seconds if res.seconds else 0
     print(
         f"simulated {res.period}: nodes={res.nodes} jobs={res.jobs} messages={res.messages} "

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import end_offsets, ensure_topics, make_producer
+from pipeline.adapters.kafka import end_offsets
 from pipeline.billing.run import BillingRun
 from pipeline.bootstrap import executor, store, stripe_gateway
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.report import print_billing
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import simulate
+from pipeline.sim.run import publish
 from pipeline.sim.truth import read_truth
 from pipeline.verify import compare, stored_as_truth
 from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
@@ -32,26 +32,16 @@ def run_demo(
     console.rule(f"gpumeter demo: {period}, {len(config.reference.tenants)} tenants, {nodes} nodes")
     applied = migrate(executor(settings))
     console.print(f"ClickHouse migrations: {', '.join(applied) or 'up to date'}")
-    ensure_topics(
-        settings.kafka_bootstrap,
-        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    sim = publish(
+        settings,
+        config,
+        period,
+        nodes=nodes,
+        interval_s=interval_s,
+        bad_every=5000,
+        late_every=500,
+        duplicate_rate=0.01,
     )
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sim = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            period,
-            settings.out_dir,
-            nodes=nodes,
-            interval_s=interval_s,
-            bad_every=5000,
-            late_every=500,
-            duplicate_rate=0.01,
-        )
-    finally:
-        producer.close()
     console.print(
         f"published {sim.messages:,} messages / {sim.samples:,} samples "
         f"(+{sim.bad_messages} invalid, for the dead-letter topic) in {sim.seconds:.0f}s"

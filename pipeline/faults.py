@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import end_offsets, ensure_topics, group_lag, make_producer
+from pipeline.adapters.kafka import end_offsets, group_lag, make_producer
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.billing.run import BillingRun
@@ -32,7 +32,7 @@ from pipeline.bootstrap import executor
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import simulate
+from pipeline.sim.run import publish
 from pipeline.sim.truth import read_truth
 from pipeline.verify import compare, expected_bills, stored_as_truth
 from pipeline.worker.supervise import start_worker, stop_worker
@@ -190,28 +190,18 @@ def run_faults(
     ex = executor(settings)
     migrate(ex)
     ex.close()
-    ensure_topics(
-        settings.kafka_bootstrap,
-        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    sim = publish(
+        settings,
+        config,
+        period,
+        nodes=plan.nodes,
+        interval_s=plan.interval_s,
+        seed=plan.seed,
+        bad_every=plan.bad_every,
+        progress=False,
+        duplicate_rate=plan.duplicate_rate,
+        late_every=plan.late_every,
     )
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sim = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            period,
-            settings.out_dir,
-            nodes=plan.nodes,
-            interval_s=plan.interval_s,
-            seed=plan.seed,
-            bad_every=plan.bad_every,
-            progress=False,
-            duplicate_rate=plan.duplicate_rate,
-            late_every=plan.late_every,
-        )
-    finally:
-        producer.close()
     rep.samples, rep.messages, rep.duplicates = sim.samples, sim.messages, sim.duplicates
     if plan.replay_messages:
         rep.replayed = replay_range(settings, 0, plan.replay_messages)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.domain.period import Period
+from pipeline.settings import Settings
 from pipeline.sim.fleet import all_reports, build_fleet, report_events, schedule_jobs
 from pipeline.sim.truth import ground_truth, write_truth
 
@@ -176,3 +177,19 @@ def _progress(enabled: bool) -> Any:
         disable=not enabled,
         transient=False,
     )
+
+
+def publish(settings: Settings, config: Config, period: Period, **kwargs: Any) -> SimResult:
+    """Create the usage and dead-letter topics if needed and publish a simulated period to
+    ``settings.usage_topic`` (see :func:`simulate` for the options)."""
+    from pipeline.adapters.kafka import ensure_topics, make_producer
+
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    )
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        return simulate(config, producer, settings.usage_topic, period, settings.out_dir, **kwargs)
+    finally:
+        producer.close()

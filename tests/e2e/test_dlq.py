@@ -9,12 +9,11 @@ import pytest
 
 from pipeline import dlq
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import ensure_topics, make_producer
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
-from pipeline.sim.run import simulate
+from pipeline.sim.run import publish
 from pipeline.sim.truth import read_truth
 from pipeline.verify import compare, stored_as_truth
 from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
@@ -37,22 +36,15 @@ def test_unknown_tenant_dead_lettered_then_resubmitted_after_fix(
     period = Period.parse("2026-10")
     ex = server_executor(settings)
     migrate(ex)
-    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: 4, settings.dlq_topic: 1})
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sim = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            period,
-            settings.out_dir,
-            nodes=3,
-            interval_s=1800,
-            seed=3,
-            progress=False,
-        )
-    finally:
-        producer.close()
+    sim = publish(
+        settings,
+        config,
+        period,
+        nodes=3,
+        interval_s=1800,
+        seed=3,
+        progress=False,
+    )
     truth = read_truth(sim.truth_path)
     victim = max({k[0] for k in truth}, key=lambda t: sum(v for k, v in truth.items() if k[0] == t))
     tenants = tmp_config / "tenants.yaml"

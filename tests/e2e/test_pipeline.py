@@ -9,7 +9,6 @@ from collections import defaultdict
 import pytest
 
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import ensure_topics, make_producer
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
 from pipeline.billing.run import BillingRun
@@ -17,7 +16,7 @@ from pipeline.config import Config
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
-from pipeline.sim.run import simulate
+from pipeline.sim.run import publish
 from pipeline.sim.truth import read_truth
 from pipeline.verify import compare, expected_bills, stored_as_truth
 from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
@@ -52,23 +51,16 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
     period = Period.parse("2026-10")
     ex = server_executor(settings)
     migrate(ex)
-    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: 4, settings.dlq_topic: 1})
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sim = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            period,
-            settings.out_dir,
-            nodes=6,
-            interval_s=900,
-            seed=11,
-            bad_every=300,
-            progress=False,
-        )
-    finally:
-        producer.close()
+    sim = publish(
+        settings,
+        config,
+        period,
+        nodes=6,
+        interval_s=900,
+        seed=11,
+        bad_every=300,
+        progress=False,
+    )
     assert sim.samples > 10_000 and sim.bad_messages > 0
 
     worker = start_worker(settings, settings.out_dir / "worker.log")

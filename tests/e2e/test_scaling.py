@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import ensure_topics, make_producer
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.faults import Fleet
 from pipeline.settings import Settings
-from pipeline.sim.run import simulate
+from pipeline.sim.run import publish
 from pipeline.sim.truth import read_truth
 from pipeline.verify import stored_as_truth
 from pipeline.worker.supervise import wait_drained
@@ -40,22 +39,15 @@ def consume(settings: Settings, workers: int, logs: Path) -> dict:
 def test_two_workers_store_what_one_worker_stores(
     settings: Settings, config: Config, tmp_path: Path
 ) -> None:
-    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: 4, settings.dlq_topic: 1})
-    producer = make_producer(settings.kafka_bootstrap)
-    try:
-        sim = simulate(
-            config,
-            producer,
-            settings.usage_topic,
-            Period.parse("2026-10"),
-            settings.out_dir,
-            nodes=4,
-            interval_s=900,
-            seed=8,
-            progress=False,
-        )
-    finally:
-        producer.close()
+    sim = publish(
+        settings,
+        config,
+        Period.parse("2026-10"),
+        nodes=4,
+        interval_s=900,
+        seed=8,
+        progress=False,
+    )
     one = settings.model_copy(
         update={
             "clickhouse_database": settings.clickhouse_database + "_one",
