@@ -13,6 +13,7 @@ from pipeline.config import Config
 from pipeline.domain.hours import HOUR_US
 from pipeline.domain.money import round_money
 from pipeline.domain.period import Period
+from pipeline.domain.usage import HourlyKey
 from pipeline.sim.truth import TruthKey
 
 
@@ -38,21 +39,23 @@ def stored_as_truth(store: Store, period: Period) -> dict[TruthKey, int]:
     out: dict[TruthKey, int] = {}
     for rows in store.hourly_rows(period).values():
         for r in rows:
-            k = r.key
-            hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-            out[
-                (
-                    k.tenant_id,
-                    hour,
-                    k.project_id,
-                    k.gpu_model,
-                    k.mig_profile,
-                    k.region,
-                    k.provider,
-                    k.cluster,
-                )
-            ] = r.usage_us
+            out[truth_key(r.key)] = r.usage_us
     return out
+
+
+def truth_key(k: HourlyKey) -> TruthKey:
+    """An hourly key in the ground truth's form (hour as ISO text)."""
+    hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
+    return (
+        k.tenant_id,
+        hour,
+        k.project_id,
+        k.gpu_model,
+        k.mig_profile,
+        k.region,
+        k.provider,
+        k.cluster,
+    )
 
 
 def compare(truth: dict[TruthKey, int], stored: dict[TruthKey, int]) -> Verification:

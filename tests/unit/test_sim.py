@@ -8,6 +8,7 @@ from pipeline.domain.usage import contributions
 from pipeline.sim.fleet import all_reports, report_events
 from pipeline.sim.run import plan
 from pipeline.sim.truth import ground_truth
+from pipeline.verify import truth_key
 
 
 def test_samples_folded_by_the_domain_equal_the_independent_ground_truth(config: Config) -> None:
@@ -28,18 +29,7 @@ def test_samples_folded_by_the_domain_equal_the_independent_ground_truth(config:
             ids.add(s.identity)
             mig_seen |= bool(s.mig_profile)
             for c in contributions(s):
-                k = c.key
-                hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-                key = (
-                    k.tenant_id,
-                    hour,
-                    k.project_id,
-                    k.gpu_model,
-                    k.mig_profile,
-                    k.region,
-                    k.provider,
-                    k.cluster,
-                )
+                key = truth_key(c.key)
                 got[key] = got.get(key, 0) + c.usage_us
     assert got == truth
     assert len(truth) > 1000 and mig_seen
