@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 FAULT_ARGS ?=
 BENCH_SCALE ?= 1
 
-.PHONY: bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+.PHONY: demo-reset bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ migrate: install
 
 demo: install stack-up
 	$(BIN)/gpumeter demo $(if $(DEMO_PERIOD),--period $(DEMO_PERIOD),) $(DEMO_ARGS)
+
+# Start the demo from scratch (drops the gpumeter database, topics and worker state).
+demo-reset: install stack-up
+	$(BIN)/gpumeter reset --yes
 
 # Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
 test: install stack-up

@@ -304,6 +304,41 @@ def _bench_names(settings: Settings) -> list[str]:
     return [str(r[0])[len("bench_") :] for r in rows]
 
 
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete this deployment's state: ClickHouse database, Kafka topics (usage, dead letters,
+    the worker's changelogs) and the worker's local store. For demos and development."""
+    import shutil
+
+    from kafka.admin import KafkaAdminClient
+
+    from pipeline.bootstrap import executor
+
+    if not args.yes:
+        print("reset deletes the database, the topics and the worker state; add --yes")
+        return 2
+    ex = executor(settings)
+    ex.execute(f"DROP DATABASE IF EXISTS {ex.database}")
+    ex.close()
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        ours = [
+            t
+            for t in admin.list_topics()
+            if t in (settings.usage_topic, settings.dlq_topic)
+            or t.startswith(f"{settings.worker_id}-")
+        ]
+        if ours:
+            admin.delete_topics(ours)
+    finally:
+        admin.close()
+    shutil.rmtree(settings.worker_data_dir, ignore_errors=True)
+    print(
+        f"reset: dropped database {settings.clickhouse_database}, deleted topics "
+        f"{', '.join(sorted(ours)) or '(none)'}, removed {settings.worker_data_dir}"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.demo import run_demo
 
@@ -391,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("--keep", action="store_true", help="keep the bench databases and topics")
     bn.set_defaults(func=cmd_bench)
+
+    rs = sub.add_parser("reset", help="delete the database, topics and worker state")
+    rs.add_argument("--yes", action="store_true")
+    rs.set_defaults(func=cmd_reset)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a simulated month")
     demo.add_argument("--period", help="YYYY-MM (default: previous calendar month)")
