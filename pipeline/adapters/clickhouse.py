@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -233,28 +232,6 @@ def migrate(ex: DriverExecutor | ChdbExecutor, directory: Path = MIGRATIONS_DIR)
         )
         applied.append(f"{version:04d}_{name}")
     return applied
-
-
-def with_retry(
-    fn: Any, *, what: str, log: Any, max_delay: float = 10.0, attempts: int | None = None
-) -> Any:
-    """Call ``fn`` until it succeeds, backing off exponentially (network and server errors).
-
-    ``attempts=None`` retries forever: the stream sink must not drop rows, it waits for
-    ClickHouse to come back instead (offsets stay uncommitted meanwhile)."""
-    delay, n = 0.25, 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - every failure is retried, then re-raised
-            n += 1
-            if attempts is not None and n >= attempts:
-                raise
-            log.warning(
-                "%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, n, delay
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, max_delay)
 
 
 # --- cluster DDL -----------------------------------------------------------------------------

@@ -79,12 +79,6 @@ class Store:
         )
         return {str(t): int(n) for t, n in rows}
 
-    def table_counts(self) -> dict[str, int]:
-        return {
-            t: int(self.ex.execute(f"SELECT count() FROM {t}")[0][0])
-            for t in ("usage_raw", "usage_hourly", "invoices", "invoice_lines", "chargeback_lines")
-        }
-
     # -- invoices --------------------------------------------------------------------------
     def invoice(self, tenant_id: str, period: str) -> InvoiceRecord | None:
         rows = self.ex.execute(
