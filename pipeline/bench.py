@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.clickhouse import migrate
+from pipeline.adapters.clickhouse import ident, migrate
 from pipeline.adapters.kafka import QUICK_CLIENT, ensure_topics, group_lag, make_producer
 from pipeline.adapters.store import Store
 from pipeline.billing.run import BillingRun
@@ -37,7 +37,7 @@ from pipeline.domain.hours import HOUR_US
 from pipeline.domain.period import Period
 from pipeline.domain.usage import HourlyKey
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import plan, simulate
+from pipeline.sim.run import plan, publish
 from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row, raw_row
 from pipeline.worker.supervise import start_worker, stop_worker
 
@@ -84,19 +84,6 @@ class BenchResult:
             "billing_tenants": self.billing_tenants,
             **self.extra,
         }
-
-
-def isolated(base: Settings, name: str, root: Path) -> Settings:
-    return base.model_copy(
-        update={
-            "clickhouse_database": f"bench_{name}",
-            "usage_topic": f"bench.usage.{name}",
-            "dlq_topic": f"bench.dlq.{name}",
-            "worker_id": f"bench-{name}",
-            "worker_data_dir": root / f"worker-{name}",
-            "out_dir": root / "out",
-        }
-    )
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -386,25 +373,12 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     config = Config.load(base.config_dir)
     root = REPO_ROOT / ".local" / "bench"
     name = uuid.uuid4().hex[:8]
-    s = isolated(base, name, root)
+    s = base.isolated(f"bench_{name}", root / name)
     res = BenchResult()
     migrate(executor(s))
-    ensure_topics(s.kafka_bootstrap, {s.usage_topic: s.topic_partitions, s.dlq_topic: 1})
     nodes = max(2, round(5_000_000 * scale / SAMPLES_PER_NODE_MONTH))
     say(f"[1/6] publishing {nodes} nodes x one month (~{5_000_000 * scale:,.0f} samples)")
-    producer = make_producer(s.kafka_bootstrap)
-    sim = simulate(
-        config,
-        producer,
-        s.usage_topic,
-        Period.parse("2026-10"),
-        s.out_dir,
-        nodes=nodes,
-        interval_s=600,
-        seed=99,
-        progress=True,
-    )
-    producer.close()
+    sim = publish(s, config, Period.parse("2026-10"), nodes=nodes, interval_s=600, seed=99)
     res.samples, res.messages = sim.samples, sim.messages
     spm = sim.samples / sim.messages
 
@@ -431,12 +405,12 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     res.extra["active_parts"] = parts
 
     say("[4/6] naive baseline: one INSERT per sample")
-    naive_s = isolated(base, name + "n", root)
+    naive_s = base.isolated(f"bench_{name}n", root / (name + "n"))
     migrate(executor(naive_s))
     res.naive_samples_per_s = naive_inserts(naive_s, config, seconds=20)
 
     say("[5/6] freshness at half the measured maximum, then memory with distinct keys")
-    fresh_s = isolated(base, name + "f", root)
+    fresh_s = base.isolated(f"bench_{name}f", root / (name + "f"))
     migrate(executor(fresh_s))
     ensure_topics(
         s.kafka_bootstrap, {fresh_s.usage_topic: s.topic_partitions, fresh_s.dlq_topic: 1}
@@ -454,7 +428,7 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
         res.p50_freshness_s = statistics.median(lat)
         res.p99_freshness_s = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     res.extra["freshness_probes"] = len(lat)
-    mem_s = isolated(base, name + "m", root)
+    mem_s = base.isolated(f"bench_{name}m", root / (name + "m"))
     migrate(executor(mem_s))
     ensure_topics(s.kafka_bootstrap, {mem_s.usage_topic: s.topic_partitions, mem_s.dlq_topic: 1})
     res.peak_rss_mib, res.memory_keys = memory_keys(
@@ -462,24 +436,26 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     )
 
     say("[6/6] billing one month for 1,000 tenants (stripe-mock)")
-    bill_s = isolated(base, name + "b", root)
+    bill_s = base.isolated(f"bench_{name}b", root / (name + "b"))
     migrate(executor(bill_s))
     res.billing_tenants = max(10, int(1000 * min(1.0, scale * 5)))
     res.billing_s = billing_month(bill_s, config, res.billing_tenants, root / name)
     return res
 
 
-def cleanup(base: Settings, names: list[str]) -> None:
+def cleanup(base: Settings) -> None:
     """Drop the bench databases and topics (a full run leaves ~1 GB in Kafka otherwise)."""
     from kafka.admin import KafkaAdminClient
 
     ex = executor(base)
-    for db in names:
-        ex.execute(f"DROP DATABASE IF EXISTS {db}")
+    for (db,) in ex.execute(
+        "SELECT name FROM system.databases WHERE startsWith(name, 'gpumeter_bench_')"
+    ):
+        ex.execute(f"DROP DATABASE IF EXISTS {ident(db)}")
     ex.close()
     admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
     try:
-        mine = [t for t in admin.list_topics() if t.startswith(("bench.", "bench-"))]
+        mine = [t for t in admin.list_topics() if ".bench_" in t or "-bench_" in t]
         if mine:
             admin.delete_topics(mine)
     finally:

@@ -236,11 +236,11 @@ def cmd_faults(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
     from pipeline.config import Config
-    from pipeline.faults import FaultPlan, describe, fault_settings, run_faults
+    from pipeline.faults import FaultPlan, describe, run_faults
 
     name = f"faults_{uuid.uuid4().hex[:8]}"
     root = settings.out_dir / "faults" / name
-    fs = fault_settings(settings, name, root)
+    fs = settings.isolated(name, root)
     plan = FaultPlan(
         nodes=args.nodes,
         kills=args.kills,
@@ -273,7 +273,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     res = run_bench(settings, args.scale, say=console.print)
     doc = write_results(res, REPO_ROOT / "bench" / "results" / "latest.json")
     if not args.keep:
-        cleanup(settings, [f"bench_{n}" for n in _bench_names(settings)])
+        cleanup(settings)
     targets = {
         "samples_per_s": (">= 50,000", lambda v: v >= 50_000),
         "p99_freshness_s": ("<= 5", lambda v: v <= 5),
@@ -293,15 +293,6 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     console.print(table)
     console.print("written: bench/results/latest.json")
     return 0
-
-
-def _bench_names(settings: Settings) -> list[str]:
-    from pipeline.bootstrap import executor
-
-    ex = executor(settings)
-    rows = ex.execute("SELECT name FROM system.databases WHERE startsWith(name, 'bench_')")
-    ex.close()
-    return [str(r[0])[len("bench_") :] for r in rows]
 
 
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:

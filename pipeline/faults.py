@@ -296,20 +296,6 @@ def run_faults(
     return rep
 
 
-def fault_settings(base: Settings, name: str, root: Path) -> Settings:
-    """Settings isolated to one fault run: own database, topics, group and folders."""
-    return base.model_copy(
-        update={
-            "clickhouse_database": f"gpumeter_{name}",
-            "usage_topic": f"gpu.usage.v1.{name}",
-            "dlq_topic": f"gpu.usage.dlq.{name}",
-            "worker_id": f"gpumeter-{name}",
-            "worker_data_dir": root / "worker",
-            "out_dir": root / "out",
-        }
-    )
-
-
 def describe(rep: FaultReport) -> dict[str, Any]:
     return {
         "seconds": round(rep.seconds, 1),

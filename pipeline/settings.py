@@ -54,3 +54,17 @@ class Settings(BaseSettings):
     max_future_skew_s: int = 3600
     max_past_age_days: int = 400
     max_message_bytes: int = 1_000_000
+
+    def isolated(self, name: str, root: Path) -> Settings:
+        """A copy with its own ClickHouse database, topics, consumer group and folders under
+        ``root``: for tests, fault runs and benchmarks that share one local stack."""
+        return self.model_copy(
+            update={
+                "clickhouse_database": f"gpumeter_{name}",
+                "usage_topic": f"{self.usage_topic}.{name}",
+                "dlq_topic": f"{self.dlq_topic}.{name}",
+                "worker_id": f"{self.worker_id}-{name}",
+                "worker_data_dir": root / "worker",
+                "out_dir": root / "out",
+            }
+        )

@@ -42,15 +42,7 @@ def stack() -> None:
 @pytest.fixture
 def settings(stack: None, tmp_path: Path) -> Settings:
     """Settings isolated to this test: own database, topics, consumer group, folders."""
-    name = unique("t")
-    return Settings(
-        clickhouse_database=f"gpumeter_{name}",
-        usage_topic=f"gpu.usage.v1.{name}",
-        dlq_topic=f"gpu.usage.dlq.{name}",
-        worker_id=f"gpumeter-{name}",
-        worker_data_dir=tmp_path / "worker",
-        out_dir=tmp_path / "out",
-    )
+    return Settings().isolated(unique("t"), tmp_path)
 
 
 def server_executor(settings: Settings) -> DriverExecutor:

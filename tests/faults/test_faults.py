@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config
-from pipeline.faults import FaultPlan, FaultReport, fault_settings, run_faults
+from pipeline.faults import FaultPlan, FaultReport, run_faults
 from pipeline.settings import Settings
 from tests.services import drop_database, unique
 
@@ -25,7 +25,7 @@ pytestmark = [
 
 def run(plan: FaultPlan, config: Config, tmp_path: Path) -> FaultReport:
     name = unique("f")
-    settings = fault_settings(Settings(), name, tmp_path)
+    settings = Settings().isolated(name, tmp_path)
     try:
         rep = run_faults(settings, config, plan, tmp_path / "logs", say=lambda _m: None)
     finally:
