@@ -27,4 +27,8 @@ def store(settings: Settings) -> Store:
 
 
 def stripe_gateway(settings: Settings) -> StripeGateway:
-    return StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    return StripeGateway(
+        settings.stripe_api_key,
+        settings.stripe_api_base,
+        max_network_retries=settings.stripe_max_retries,
+    )

@@ -7,9 +7,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pipeline import cli_finance
 from pipeline.domain.errors import BillingError
 from pipeline.settings import Settings
 
@@ -100,11 +101,23 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
         stripe_gateway(settings),
         settings.out_dir,
         _now,
+        grace=timedelta(hours=settings.draft_grace_h),
+        progress=True,
     )
     report = run.run(period)
     from pipeline.report import print_billing
 
     print_billing(report)
+    if report.failed:
+        for r in report.failed:
+            print(f"bill: FAILED {r.tenant_id} ({r.invoice_id}): {r.error}", file=sys.stderr)
+        names = ", ".join(r.tenant_id for r in report.failed)
+        print(
+            f"bill: {len(report.failed)} tenant(s) failed: {names}; rerun `gpumeter bill "
+            f"--period {period}` to retry them (nothing is sent twice)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -378,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     bill = sub.add_parser("bill", help="bill a period")
     bill.add_argument("--period", required=True, help="YYYY-MM")
     bill.set_defaults(func=cmd_bill)
+    cli_finance.register(sub)
 
     sch = sub.add_parser("schemas", help="JSON Schemas in schemas/")
     sch.add_argument("action", choices=["write", "check"])

@@ -3,13 +3,15 @@ the field and the problem."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pipeline.domain.contracts import Contract
+from pipeline.domain.documents import Party
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.rating import RateCard
 from pipeline.domain.reference import GpuCatalog, ReferenceData
@@ -81,15 +83,68 @@ def load_rate_cards(path: Path) -> dict[str, RateCard]:
     return cards
 
 
+def load_contracts(path: Path) -> dict[str, Contract]:
+    """``contracts.yaml`` is optional: without it every tenant is billed on its rate card."""
+    code = BillingErrorCode.INVALID_CONTRACT
+    if not path.exists():
+        return {}
+    raw = _read_yaml(path, code) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("contracts", []), list):
+        raise ConfigError(path, ["expected a top-level 'contracts:' list"], code)
+    out: dict[str, Contract] = {}
+    for i, item in enumerate(raw.get("contracts", [])):
+        try:
+            contract = Contract.model_validate(item)
+        except ValidationError as err:
+            ident = item.get("tenant", i) if isinstance(item, dict) else i
+            raise ConfigError(
+                path, [f"contracts[{ident}].{p}" for p in _problems(err)], code
+            ) from None
+        if contract.tenant in out:
+            raise ConfigError(path, [f"tenant {contract.tenant!r} has two contracts"], code)
+        out[contract.tenant] = contract
+    return out
+
+
+def load_seller(path: Path) -> Party:
+    code = BillingErrorCode.INVALID_REFERENCE_DATA
+    if not path.exists():
+        return Party(id="gpumeter", name="gpumeter")
+    raw = _read_yaml(path, code) or {}
+    return _validate(Party, raw.get("seller") if isinstance(raw, dict) else raw, path, code)
+
+
 @dataclass(frozen=True)
 class Config:
     reference: ReferenceData
     rate_cards: dict[str, RateCard]
+    contracts: dict[str, Contract] = field(default_factory=dict)
+    seller: Party = field(default_factory=lambda: Party(id="gpumeter", name="gpumeter"))
+
+    def contract(self, tenant_id: str) -> Contract:
+        """The tenant's contract, or its rate card with no other terms."""
+        found = self.contracts.get(tenant_id)
+        if found is not None:
+            return found
+        return Contract(tenant=tenant_id)
+
+    def card_for(self, tenant_id: str) -> RateCard:
+        return self.rate_cards[self.reference.tenants[tenant_id].rate_card]
 
     @classmethod
     def load(cls, config_dir: Path) -> Config:
         ref = load_reference(config_dir)
         cards = load_rate_cards(config_dir / "rate_cards.yaml")
+        contracts = load_contracts(config_dir / "contracts.yaml")
+        seller = load_seller(config_dir / "seller.yaml")
+        for c in contracts.values():
+            problems = []
+            if c.tenant not in ref.tenants:
+                problems.append(f"contract for unknown tenant {c.tenant!r}")
+            if problems:
+                raise ConfigError(
+                    config_dir / "contracts.yaml", problems, BillingErrorCode.INVALID_CONTRACT
+                )
         for tenant in ref.tenants.values():
             card = cards.get(tenant.rate_card)
             if card is None:
@@ -107,4 +162,4 @@ class Config:
                     ],
                     BillingErrorCode.INVALID_REFERENCE_DATA,
                 )
-        return cls(ref, cards)
+        return cls(ref, cards, contracts, seller)

@@ -288,7 +288,7 @@ def run_faults(
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
     bill = BillingRun(config, store, gateway, settings.out_dir, lambda: datetime.now(UTC))
     report = bill.run(period)
-    clean = expected_bills(truth, config)
+    clean = expected_bills(truth, config, period)
     rep.billing_equal = {r.tenant_id: (r.gpu_hours, r.amount) for r in report.results} == clean
     rep.billed_total = sum((r.amount for r in report.results), Decimal(0))
     ex.close()

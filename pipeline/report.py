@@ -29,7 +29,10 @@ def billing_table(report: BillingReport, title: str | None = None) -> Table:
     for r in report.results:
         t.add_row(r.tenant_id, r.kind, _h(r.gpu_hours), f"{r.amount:,.2f}", r.currency, r.status)
     for (kind, cur), amount in sorted(report.totals().items()):
-        hours = sum((r.gpu_hours for r in report.results if r.kind == kind), Fraction(0))
+        hours = sum(
+            (r.gpu_hours for r in report.results if (r.kind, r.currency) == (kind, cur)),
+            Fraction(0),
+        )
         t.add_row(
             f"[b]total {kind}[/b]", "", f"[b]{_h(hours)}[/b]", f"[b]{amount:,.2f}[/b]", cur, ""
         )

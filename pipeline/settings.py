@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     # Stripe
     stripe_api_key: SecretStr = SecretStr("sk_test_123")
     stripe_api_base: str = "http://127.0.0.1:12111"
+    stripe_max_retries: int = 4  # rate limits, 5xx and network errors, with backoff
+    # webhook signing secret (whsec_...): events whose signature does not verify are refused
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_gpumeter_local_test_secret")
+
+    # Billing: a draft invoice stays open (and follows late usage) this long after its
+    # period ends; the first billing run after that finalizes it and sends it through Stripe
+    draft_grace_h: int = 72
+
+    # Finance API: bearer tokens, "token=role[:subject]" separated by commas (roles: finance;
+    # team:<cost centre>; partner:<id>). Only SHA-256 digests of tokens are kept in memory.
+    api_tokens: SecretStr = SecretStr("")
+    api_host: str = "127.0.0.1"
+    api_port: int = 18080
 
     # Reference data and outputs
     config_dir: Path = REPO_ROOT / "config"

@@ -10,9 +10,9 @@ from fractions import Fraction
 
 from pipeline.adapters.store import Store
 from pipeline.config import Config
-from pipeline.domain.hours import HOUR_US
-from pipeline.domain.money import round_money
+from pipeline.domain.invoice import compose
 from pipeline.domain.period import Period
+from pipeline.domain.rating import UsageRow, rate_usage
 from pipeline.domain.usage import HourlyKey
 from pipeline.sim.truth import TruthKey
 
@@ -75,19 +75,27 @@ def compare(truth: dict[TruthKey, int], stored: dict[TruthKey, int]) -> Verifica
 
 
 def expected_bills(
-    truth: dict[TruthKey, int], config: Config
+    truth: dict[TruthKey, int], config: Config, period: Period
 ) -> dict[str, tuple[Fraction, Decimal]]:
-    """What a clean billing run must charge each tenant: rate x ground truth, one line per GPU
-    model and MIG profile, rounded once per line. Returns tenant -> (GPU-hours, amount)."""
-    per_line: dict[tuple[str, str, str], int] = defaultdict(int)
-    for (tenant, _h, _p, model, mig, *_rest), usage in truth.items():
-        per_line[(tenant, model, mig)] += usage
+    """What a clean first billing run of ``period`` must charge each tenant: the ground truth
+    rated on each tenant's rate card and contract (no adjustments, no credits used before).
+    Tenants whose contract asks for a zero invoice appear even without usage.
+    Returns tenant -> (usage GPU-hours, total)."""
+    rows: dict[str, list[UsageRow]] = defaultdict(list)
+    for (tid, hour, project, model, mig, region, provider, cluster), usage in truth.items():
+        hour_s = int(datetime.strptime(hour, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+        key = HourlyKey(tid, hour_s, project, model, mig, region, provider, cluster)
+        rows[tid].append(UsageRow(key, usage))
     out: dict[str, tuple[Fraction, Decimal]] = {}
-    catalog = config.reference.catalog
-    for (tenant, model, mig), usage in sorted(per_line.items()):
-        card = config.rate_cards[config.reference.tenants[tenant].rate_card]
-        qty = Fraction(usage, HOUR_US) * catalog.fraction(model, mig)
-        amount = round_money(qty * Fraction(card.prices[model]), card.currency)
-        q0, a0 = out.get(tenant, (Fraction(0), Decimal(0)))
-        out[tenant] = (q0 + qty, a0 + amount)
+    for tenant in config.reference.tenants.values():
+        contract = config.contract(tenant.id)
+        if tenant.id not in rows and not (tenant.kind == "external" and contract.zero_invoice):
+            continue
+        card = config.card_for(tenant.id)
+        rated = rate_usage(rows[tenant.id], card, config.reference.catalog, contract.tier_of)
+        qty = sum((ln.quantity for ln in rated.lines), Fraction(0))
+        if tenant.kind == "internal":
+            out[tenant.id] = (qty, rated.subtotal)
+        else:
+            out[tenant.id] = (qty, compose(period, rated, contract, card.currency).total)
     return out

@@ -239,6 +239,7 @@ def migrate(ex: DriverExecutor | ChdbExecutor, directory: Path = MIGRATIONS_DIR)
 _CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+) \(", re.I)
 _ENGINE = re.compile(r"ENGINE = (Replacing)?MergeTree\(([^)]*)\)")
 _ORDER = re.compile(r"ORDER BY \(?\s*(\w+)")
+_DROP = re.compile(r"^DROP TABLE IF EXISTS (\w+)$", re.I)
 _ALTER = re.compile(r"^ALTER TABLE (\w+) (.*)$", re.I | re.S)
 
 
@@ -276,6 +277,10 @@ def cluster_statements(cluster: str, database: str, directory: Path = MIGRATIONS
                 table, rest = altered.group(1), altered.group(2)
                 out.append(f"ALTER TABLE {db}.{table} ON CLUSTER {cl} {rest}")
                 out.append(f"ALTER TABLE {db}.{table}_all ON CLUSTER {cl} {rest}")
+            elif dropped := _DROP.match(stmt):
+                table = dropped.group(1)
+                out.append(f"DROP TABLE IF EXISTS {db}.{table}_all ON CLUSTER {cl}")
+                out.append(f"DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {cl}")
             else:
                 raise ValueError(f"{path.name}: no cluster form for statement: {stmt[:60]}")
     return out

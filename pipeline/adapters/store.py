@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,19 +16,6 @@ HOURLY_SELECT = (
     "cluster, usage_us, busy_us FROM usage_hourly FINAL "
     "WHERE hour >= toDateTime(%(start)s, 'UTC') AND hour < toDateTime(%(end)s, 'UTC')"
 )
-
-
-@dataclass(frozen=True)
-class InvoiceRecord:
-    invoice_id: str
-    tenant_id: str
-    period: str
-    status: str
-    currency: str
-    total_minor: int
-    content_hash: str
-    stripe_invoice_id: str
-    version: int
 
 
 class Store:
@@ -79,87 +65,43 @@ class Store:
         )
         return {str(t): int(n) for t, n in rows}
 
-    # -- invoices --------------------------------------------------------------------------
-    def invoice(self, tenant_id: str, period: str) -> InvoiceRecord | None:
+    def hourly_usage_for(
+        self, tenant_id: str, hours: list[datetime], gpu_model: str
+    ) -> dict[tuple[Any, ...], int]:
+        """(hour, project, MIG profile, region, provider, cluster) -> GPU-µs now."""
         rows = self.ex.execute(
-            "SELECT invoice_id, tenant_id, period, status, currency, total_minor, content_hash, "
-            "stripe_invoice_id, version FROM invoices FINAL "
-            "WHERE tenant_id = %(t)s AND period = %(p)s",
-            {"t": tenant_id, "p": period},
+            "SELECT hour, project_id, mig_profile, region, provider, cluster, usage_us "
+            "FROM usage_hourly FINAL WHERE tenant_id = %(t)s AND gpu_model = %(g)s "
+            "AND hour >= toDateTime(%(a)s, 'UTC') AND hour <= toDateTime(%(b)s, 'UTC')",
+            {"t": tenant_id, "g": gpu_model, "a": _ts(min(hours)), "b": _ts(max(hours))},
         )
-        return InvoiceRecord(*rows[0]) if rows else None
+        return {tuple(r[:6]): int(r[6]) for r in rows}
 
-    def invoices(self, period: str) -> list[InvoiceRecord]:
-        rows = self.ex.execute(
-            "SELECT invoice_id, tenant_id, period, status, currency, total_minor, content_hash, "
-            "stripe_invoice_id, version FROM invoices FINAL WHERE period = %(p)s "
-            "ORDER BY tenant_id",
-            {"p": period},
-        )
-        return [InvoiceRecord(*r) for r in rows]
-
-    def save_invoice(self, row: dict[str, Any]) -> None:
-        self.ex.insert("invoices", list(row), [tuple(row.values())])
-
-    def finalized_before(self, period: str) -> dict[str, list[tuple[str, str]]]:
-        """Tenant -> [(period, invoice id)] of finalized (or paid) invoices before ``period``."""
-        rows = self.ex.execute(
-            "SELECT tenant_id, period, invoice_id FROM invoices FINAL "
-            "WHERE period < %(p)s AND status IN ('finalized', 'paid') ORDER BY tenant_id, period",
-            {"p": period},
-        )
-        out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for t, p, i in rows:
-            out[str(t)].append((str(p), str(i)))
-        return dict(out)
-
-    def billed_so_far(
-        self, tenant_id: str, invoice_id: str, original_period: str, excluding_period: str
-    ) -> dict[str, tuple[int, int]]:
-        """line key -> (minor units, usage µs) charged for a closed period: its invoice's own
-        lines plus adjustments applied on later invoices (other than ``excluding_period``)."""
-        out: dict[str, tuple[int, int]] = {}
-        for key, amount, usage in self.ex.execute(
-            "SELECT line_key, amount_minor, usage_us FROM invoice_lines FINAL "
-            "WHERE invoice_id = %(i)s AND NOT startsWith(line_key, 'adj/')",
-            {"i": invoice_id},
-        ):
-            out[str(key)] = (int(amount), int(usage))
-        for key, amount, usage in self.ex.execute(
-            "SELECT line_key, sum(amount_minor), sum(usage_us) FROM adjustments FINAL "
-            "WHERE tenant_id = %(t)s AND original_period = %(p)s AND applied_period != %(x)s "
-            "GROUP BY line_key",
-            {"t": tenant_id, "p": original_period, "x": excluding_period},
-        ):
-            a0, u0 = out.get(str(key), (0, 0))
-            out[str(key)] = (a0 + int(amount), u0 + int(usage))
-        return out
-
-    def save_adjustments(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.ex.insert("adjustments", list(rows[0]), [tuple(r.values()) for r in rows])
-
-    def save_invoice_lines(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.ex.insert("invoice_lines", list(rows[0]), [tuple(r.values()) for r in rows])
-
-    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+    def events_for(
+        self, tenant_id: str, first_hour: datetime, last_hour: datetime, gpu_model: str
+    ) -> list[dict[str, Any]]:
+        """Accepted usage samples of a tenant and GPU model between two hours (inclusive)."""
         cols = [
-            "line_id",
-            "line_key",
-            "description",
-            "quantity",
-            "unit_price",
-            "amount_minor",
-            "currency",
-            "usage_us",
-            "stripe_invoice_item_id",
-            "idempotency_key",
+            "event_source",
+            "event_id",
+            "hour",
+            "project_id",
+            "mig_profile",
+            "region",
+            "provider",
+            "cluster",
+            "node",
+            "gpu_uuid",
+            "gpu_count",
+            "start_us",
+            "end_us",
+            "late",
         ]
         rows = self.ex.execute(
-            f"SELECT {', '.join(cols)} FROM invoice_lines FINAL WHERE invoice_id = %(i)s "
-            "ORDER BY line_key",
-            {"i": invoice_id},
+            f"SELECT {', '.join(cols)} FROM usage_raw FINAL WHERE tenant_id = %(t)s "
+            "AND gpu_model = %(g)s AND hour >= toDateTime(%(a)s, 'UTC') "
+            "AND hour <= toDateTime(%(b)s, 'UTC') ORDER BY hour, start_us, event_id",
+            {"t": tenant_id, "g": gpu_model, "a": _ts(first_hour), "b": _ts(last_hour)},
         )
         return [dict(zip(cols, r, strict=True)) for r in rows]
 

@@ -1,10 +1,12 @@
 """Adjustments: usage that arrives after its period was invoiced is charged on the tenant's
 next invoice, as lines that reference the original period. A finalized invoice never changes.
 
-For each line of a closed period, the adjustment is what the line is worth now (rated from all
-usage known today) minus what was charged for it so far (the invoice line plus earlier
-adjustments). Amounts are differences of line amounts that were each rounded once, so an
-adjustment is exact and never needs rounding of its own.
+The closed period is composed again from all usage known today, with its contract's terms
+(discount, minimum commitment, credits), and each of its lines is compared with what was
+charged for it so far (the invoice line plus earlier adjustments). So usage that arrives late
+in a month whose minimum commitment was not met is absorbed by a smaller true-up: the usage
+adjustment and the true-up adjustment cancel. Amounts are differences of line amounts that were
+each rounded once, so an adjustment is exact and never needs rounding of its own.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from pipeline.domain.money import from_minor
-from pipeline.domain.rating import Line, gpu_hours
-from pipeline.domain.reference import GpuCatalog
+from pipeline.domain.rating import Line
 
 ADJ_PREFIX = "adj/"
 
@@ -25,28 +26,56 @@ class Billed:
 
     amount_minor: int
     usage_us: int
+    quantity: Fraction = Fraction(0)
+
+
+def is_fixed(line_key: str) -> bool:
+    return line_key in ("discount", "minimum") or line_key.startswith("credit/")
 
 
 def adjustment_lines(
     original_period: str,
     current: list[Line],
     billed: dict[str, Billed],
-    catalog: GpuCatalog,
     currency: str,
 ) -> list[Line]:
     now = {ln.line_key: ln for ln in current}
     out = []
     for key in sorted(now.keys() | billed.keys()):
         ln = now.get(key)
-        was = billed.get(key, Billed(0, 0))
+        was = billed.get(key, Billed(0, 0, Fraction(0)))
         delta_minor = (ln.amount_minor if ln else 0) - was.amount_minor
         if delta_minor == 0:
             continue
-        model, _, profile = key.partition("/")
-        profile = "" if profile == "full" else profile
-        delta_us = (ln.usage_us if ln else 0) - was.usage_us
-        price = ln.unit_price if ln else from_minor(0, currency)
+        amount = from_minor(delta_minor, currency)
         label = ln.description if ln else key
+        if is_fixed(key):  # discount, minimum true-up or credit recomputed for the period
+            out.append(
+                Line(
+                    line_key=f"{ADJ_PREFIX}{original_period}/{key}",
+                    description=f"Adjustment for {original_period}: {label}, recomputed with "
+                    "the usage received after that period was invoiced",
+                    gpu_model="",
+                    mig_profile="",
+                    quantity=Fraction(1),
+                    unit_price=amount,
+                    amount=amount,
+                    currency=currency,
+                    hourly_rows=0,
+                    usage_us=0,
+                    busy_us=0,
+                    kind="adjustment",
+                    period_ref=original_period,
+                    unit="",
+                )
+            )
+            continue
+        if ln is not None:
+            model, profile = ln.gpu_model, ln.mig_profile
+        else:
+            model, _, rest = key.partition("/")
+            profile = rest.split("@")[0]
+            profile = "" if profile == "full" or profile.startswith("tier") else profile
         out.append(
             Line(
                 line_key=f"{ADJ_PREFIX}{original_period}/{key}",
@@ -54,16 +83,16 @@ def adjustment_lines(
                 f"after that period was invoiced",
                 gpu_model=model,
                 mig_profile=profile,
-                quantity=gpu_hours(delta_us, catalog.fraction(model, profile))
-                if model in catalog.gpus
-                else Fraction(0),
-                unit_price=price,
-                amount=from_minor(delta_minor, currency),
+                quantity=(ln.quantity if ln else Fraction(0)) - was.quantity,
+                unit_price=ln.unit_price if ln else from_minor(0, currency),
+                amount=amount,
                 currency=currency,
                 hourly_rows=ln.hourly_rows if ln else 0,
-                usage_us=delta_us,
+                usage_us=(ln.usage_us if ln else 0) - was.usage_us,
                 busy_us=0,
                 source_keys=ln.source_keys if ln else (),
+                kind="adjustment",
+                period_ref=original_period,
             )
         )
     return out

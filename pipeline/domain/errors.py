@@ -36,9 +36,15 @@ class BillingErrorCode(StrEnum):
     PERIOD_NOT_CLOSED = "billing.period_not_closed"
     INVALID_RATE_CARD = "billing.invalid_rate_card"
     INVALID_REFERENCE_DATA = "billing.invalid_reference_data"
+    INVALID_CONTRACT = "billing.invalid_contract"
     NO_PRICE = "billing.no_price_for_usage"
     UNKNOWN_TENANT = "billing.unknown_tenant"
     STRIPE_FAILED = "billing.stripe_failed"
+    INVOICE_NOT_FOUND = "billing.invoice_not_found"
+    INVALID_TRANSITION = "billing.invalid_status_transition"
+    WEBHOOK_SIGNATURE = "billing.webhook_signature_invalid"
+    UNAUTHORIZED = "billing.unauthorized"
+    FORBIDDEN = "billing.forbidden"
 
 
 class BillingError(Exception):

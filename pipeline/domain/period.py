@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from pipeline.domain.errors import BillingError, BillingErrorCode
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(r"(\d{4})-(\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        m = _PERIOD.match(text or "")
+        m = _PERIOD.fullmatch(text or "")
         if not m:
             raise BillingError(
                 BillingErrorCode.INVALID_PERIOD,

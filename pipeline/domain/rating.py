@@ -1,51 +1,170 @@
-"""Rate cards and the per-unit charge model: price x GPU-hours, one line per GPU model and
-MIG profile. A MIG instance pays its fraction of the parent GPU's hourly price (brief §4, §5).
+"""Rate cards and rating: hourly usage rows -> priced usage lines (brief §4, §5).
+
+A rate card holds prices per GPU model, optionally narrowed by region, provider and tier, with
+effective dates; each price uses one charge model (per unit, graduated or volume tiers, see
+:mod:`pipeline.domain.charges`). A MIG instance pays its fraction of the parent GPU's price.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.domain.charges import Tier, check_tiers, graduated, volume
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.hours import HOUR_US
 from pipeline.domain.money import minor_digits, round_money, to_minor
 from pipeline.domain.reference import GpuCatalog
 from pipeline.domain.usage import HourlyKey
 
+PriceTier = Literal["on-demand", "reserved", "spot"]
+ChargeModel = Literal["per_unit", "graduated", "volume"]
+
+
+class Price(BaseModel):
+    """One price of a rate card: a GPU model, optionally narrowed by region, provider and tier,
+    valid from ``effective_from`` (inclusive) until ``effective_until`` (exclusive).
+
+    ``charge`` picks the charge model: ``per_unit`` takes ``price``; ``graduated`` and
+    ``volume`` take ``tiers`` (thresholds in full-GPU-hours per period). Prices are per
+    full-GPU hour; a MIG slice pays its fraction. Effective dates fall on whole UTC hours,
+    because usage is metered per hour: a price change splits the usage at that instant.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_model: str
+    region: str | None = None
+    provider: str | None = None
+    tier: PriceTier | None = None
+    effective_from: AwareDatetime | None = None
+    effective_until: AwareDatetime | None = None
+    charge: ChargeModel = "per_unit"
+    price: Decimal | None = None
+    tiers: list[Tier] | None = None
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _no_float(cls, v: object) -> object:
+        if isinstance(v, float):
+            raise ValueError(
+                f"price is a binary float ({v!r}); write it as a quoted decimal string, e.g. '{v}'"
+            )
+        return v
+
+    @field_validator("effective_from", "effective_until")
+    @classmethod
+    def _whole_hour(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        v = v.astimezone(UTC)
+        if v.minute or v.second or v.microsecond:
+            raise ValueError(
+                f"{v.isoformat()} is not on a whole UTC hour (usage is metered per hour)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Price:
+        if self.charge == "per_unit":
+            if self.price is None or self.tiers is not None:
+                raise ValueError("a per_unit price needs 'price' (and no 'tiers')")
+            if not self.price.is_finite() or self.price < 0:
+                raise ValueError(f"price must be a finite amount >= 0, got {self.price}")
+        else:
+            if self.tiers is None or self.price is not None:
+                raise ValueError(f"a {self.charge} price needs 'tiers' (and no 'price')")
+            check_tiers(self.tiers)
+        if (
+            self.effective_from is not None
+            and self.effective_until is not None
+            and self.effective_until <= self.effective_from
+        ):
+            raise ValueError("effective_until must be after effective_from")
+        return self
+
+    @property
+    def specificity(self) -> tuple[int, int, int, int]:
+        """Most narrowing dimensions first; ties: region, then provider, then tier."""
+        dims = (self.region is not None, self.provider is not None, self.tier is not None)
+        return (sum(dims), *dims)
+
+    @property
+    def key(self) -> str:
+        """Stable id inside a line key: '' for a plain, always-valid price."""
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("region", self.region),
+                ("provider", self.provider),
+                ("tier", self.tier),
+                ("from", _hour_text(self.effective_from)),
+                ("until", _hour_text(self.effective_until)),
+            )
+            if value
+        ]
+        return ",".join(parts)
+
+    def valid_at(self, when: datetime) -> bool:
+        return (self.effective_from is None or self.effective_from <= when) and (
+            self.effective_until is None or when < self.effective_until
+        )
+
+    def matches(self, key: HourlyKey, tier: str) -> bool:
+        return (
+            self.gpu_model == key.gpu_model
+            and self.region in (None, key.region)
+            and self.provider in (None, key.provider)
+            and self.tier in (None, tier)
+        )
+
+    def overlaps(self, other: Price) -> bool:
+        lo = max(_t(self.effective_from, _MIN), _t(other.effective_from, _MIN))
+        hi = min(_t(self.effective_until, _MAX), _t(other.effective_until, _MAX))
+        return lo < hi
+
+
+_MIN = datetime.min.replace(tzinfo=UTC)
+_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def _t(v: datetime | None, default: datetime) -> datetime:
+    return default if v is None else v
+
+
+def _hour_text(v: datetime | None) -> str:
+    return v.strftime("%Y-%m-%dT%H") if v is not None else ""
+
 
 class RateCard(BaseModel):
+    """Prices in one currency. ``prices`` is a list of :class:`Price`; the short form
+    ``{H100: "2.49", ...}`` means per-unit prices valid for every region, provider and tier."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     description: str = ""
-    prices: dict[str, Decimal] = Field(description="GPU model -> price per full-GPU hour")
+    prices: list[Price]
 
     @field_validator("prices", mode="before")
     @classmethod
-    def _no_floats(cls, v: object) -> object:
+    def _short_form(cls, v: object) -> object:
         if isinstance(v, dict):
-            for model, price in v.items():
-                if isinstance(price, float):
-                    raise ValueError(
-                        f"price of {model} is a binary float ({price!r}); write it as a quoted "
-                        f"decimal string, e.g. '{price}'"
-                    )
-        return v
-
-    @field_validator("prices")
-    @classmethod
-    def _positive(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
-        for model, price in v.items():
-            if not price.is_finite() or price < 0:
-                raise ValueError(f"price of {model} must be a finite amount >= 0, got {price}")
+            return [
+                {"gpu_model": model, **price}
+                if isinstance(price, dict)
+                else {"gpu_model": model, "price": price}
+                for model, price in v.items()
+            ]
         return v
 
     @field_validator("currency")
@@ -53,6 +172,37 @@ class RateCard(BaseModel):
     def _known_currency(cls, v: str) -> str:
         minor_digits(v)
         return v
+
+    @model_validator(mode="after")
+    def _no_ambiguity(self) -> RateCard:
+        for i, a in enumerate(self.prices):
+            for b in self.prices[i + 1 :]:
+                same = (a.gpu_model, a.region, a.provider, a.tier) == (
+                    b.gpu_model,
+                    b.region,
+                    b.provider,
+                    b.tier,
+                )
+                if same and a.overlaps(b):
+                    where = f"{a.key or 'no narrowing'} / {b.key or 'no narrowing'}"
+                    raise ValueError(
+                        f"two prices for {a.gpu_model} ({where}) are valid at the same time: "
+                        "give them effective dates that do not overlap"
+                    )
+        return self
+
+    def price_for(self, key: HourlyKey, tier: str) -> Price:
+        """The price of one hourly row: the most specific price valid at its hour."""
+        when = datetime.fromtimestamp(key.hour_s, UTC)
+        found = [p for p in self.prices if p.matches(key, tier) and p.valid_at(when)]
+        if not found:
+            raise BillingError(
+                BillingErrorCode.NO_PRICE,
+                f"rate card {self.id!r} has no price for GPU model {key.gpu_model!r} "
+                f"(region {key.region}, provider {key.provider}, tier {tier}) at "
+                f"{when.isoformat()}",
+            )
+        return max(found, key=lambda p: p.specificity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +216,11 @@ class UsageRow:
 
 @dataclass(frozen=True)
 class Line:
-    line_key: str  # stable within (tenant, period): e.g. "H100/3g.40gb"
+    line_key: str  # stable within (tenant, period): e.g. "H100/3g.40gb" or "H100/full@tier=spot"
     description: str
     gpu_model: str
     mig_profile: str
-    quantity: Fraction  # GPU-hours, exact
+    quantity: Fraction  # GPU-hours, exact (1 for a fixed line)
     unit_price: Decimal
     amount: Decimal  # rounded once, here
     currency: str
@@ -78,54 +228,164 @@ class Line:
     usage_us: int
     busy_us: int
     source_keys: tuple[str, ...] = field(default=(), repr=False)
+    kind: str = "usage"  # usage | discount | minimum | credit | adjustment | tax
+    period_ref: str = ""  # the usage period it belongs to ("" = the invoice's own)
+    exact_amount: Fraction | None = None  # before rounding (usage lines), for reconciliation
+    unit: str = "GPU-h"
 
     @property
     def quantity_display(self) -> Decimal:
         """GPU-hours to 6 decimals, for documents (amounts use the exact quantity)."""
-        return Decimal(self.quantity.numerator) / Decimal(self.quantity.denominator)
+        return (Decimal(self.quantity.numerator) / Decimal(self.quantity.denominator)).quantize(
+            Decimal("0.000001")
+        )
 
     @property
     def amount_minor(self) -> int:
         return to_minor(self.amount, self.currency)
+
+    @property
+    def exact(self) -> Fraction:
+        return Fraction(self.amount) if self.exact_amount is None else self.exact_amount
 
 
 def gpu_hours(usage_us: int, fraction: Fraction) -> Fraction:
     return Fraction(usage_us, HOUR_US) * fraction
 
 
-def rate_per_unit(rows: Iterable[UsageRow], card: RateCard, catalog: GpuCatalog) -> list[Line]:
-    """Group a tenant's hourly rows by GPU model and MIG profile and price each group."""
-    groups: dict[tuple[str, str], list[UsageRow]] = defaultdict(list)
+@dataclass(frozen=True)
+class RatedUsage:
+    """Usage lines plus the exact amount charged in each hour (what prepaid credits, which
+    are valid for part of a period, are drawn against)."""
+
+    lines: list[Line]
+    hourly: dict[int, Fraction]  # hour (epoch s) -> exact amount
+
+    @property
+    def subtotal(self) -> Decimal:
+        return sum((ln.amount for ln in self.lines), Decimal(0))
+
+
+def rate_usage(
+    rows: Iterable[UsageRow],
+    card: RateCard,
+    catalog: GpuCatalog,
+    tier_of: Callable[[HourlyKey], str] = lambda _key: "on-demand",
+) -> RatedUsage:
+    """Price a tenant's hourly rows for one period.
+
+    Each row gets the most specific price valid at its hour (so a price change mid-period
+    splits the usage at that instant). Per-unit prices give one line per GPU model, MIG
+    profile and price; graduated and volume prices give lines per tier, over the full-GPU-hours
+    of all rows that price covers in the period.
+    """
+    per_unit: dict[tuple[str, str, str], list[UsageRow]] = defaultdict(list)
+    tiered: dict[tuple[str, str], list[UsageRow]] = defaultdict(list)
+    chosen: dict[str, Price] = {}
     for row in rows:
-        groups[(row.key.gpu_model, row.key.mig_profile)].append(row)
-    lines = []
-    for (model, profile), members in sorted(groups.items()):
-        price = card.prices.get(model)
-        if price is None:
-            raise BillingError(
-                BillingErrorCode.NO_PRICE,
-                f"rate card {card.id!r} has no price for GPU model {model!r}",
-            )
+        price = card.price_for(row.key, tier_of(row.key))
+        chosen[price.key + "#" + price.gpu_model] = price
+        if price.charge == "per_unit":
+            per_unit[(price.gpu_model, row.key.mig_profile, price.key)].append(row)
+        else:
+            tiered[(price.gpu_model, price.key)].append(row)
+    lines: list[Line] = []
+    hourly: dict[int, Fraction] = defaultdict(Fraction)
+    for (model, profile, pkey), members in sorted(per_unit.items()):
+        price = chosen[pkey + "#" + model]
+        assert price.price is not None
+        frac = catalog.fraction(model, profile)
         usage = sum(r.usage_us for r in members)
-        qty = gpu_hours(usage, catalog.fraction(model, profile))
+        qty = gpu_hours(usage, frac)
+        exact = qty * Fraction(price.price)
+        for r in members:
+            hourly[r.key.hour_s] += gpu_hours(r.usage_us, frac) * Fraction(price.price)
         label = f"{model} GPU-hours" + (f" (MIG {profile})" if profile else "")
         lines.append(
-            Line(
-                line_key=f"{model}/{profile or 'full'}",
-                description=label,
-                gpu_model=model,
-                mig_profile=profile,
-                quantity=qty,
-                unit_price=price,
-                amount=round_money(qty * Fraction(price), card.currency),
-                currency=card.currency,
-                hourly_rows=len(members),
-                usage_us=usage,
-                busy_us=sum(r.busy_us for r in members),
-                source_keys=tuple(sorted(r.key.encode() for r in members)),
+            _usage_line(
+                f"{model}/{profile or 'full'}" + (f"@{pkey}" if pkey else ""),
+                label + _narrowing(price),
+                model,
+                profile,
+                qty,
+                price.price,
+                exact,
+                card.currency,
+                members,
             )
         )
-    return lines
+    for (model, pkey), members in sorted(tiered.items()):
+        price = chosen[pkey + "#" + model]
+        assert price.tiers is not None
+        qtys = [gpu_hours(r.usage_us, catalog.fraction(model, r.key.mig_profile)) for r in members]
+        total_qty = sum(qtys, Fraction(0))
+        charges = (graduated if price.charge == "graduated" else volume).charge(
+            f"{model} GPU-hours{_narrowing(price)}", total_qty, price.tiers, card.currency
+        )
+        exact_total = sum((c.quantity * Fraction(c.unit_price) for c in charges), Fraction(0))
+        for r, q in zip(members, qtys, strict=True):
+            if total_qty:
+                hourly[r.key.hour_s] += exact_total * q / total_qty
+        for i, c in enumerate(charges, start=1):
+            lines.append(
+                _usage_line(
+                    f"{model}/tier{i}" + (f"@{pkey}" if pkey else ""),
+                    c.label,
+                    model,
+                    "",
+                    c.quantity,
+                    c.unit_price,
+                    c.quantity * Fraction(c.unit_price),
+                    card.currency,
+                    members,
+                    amount=c.amount,
+                )
+            )
+    return RatedUsage(lines, dict(hourly))
+
+
+def _narrowing(price: Price) -> str:
+    parts = [v for v in (price.region, price.provider, price.tier) if v]
+    if price.effective_from or price.effective_until:
+        since = price.effective_from.strftime("%Y-%m-%d %H:%M") if price.effective_from else ""
+        until = price.effective_until.strftime("%Y-%m-%d %H:%M") if price.effective_until else ""
+        parts.append(
+            f"{since}..{until} UTC"
+            if since and until
+            else f"from {since} UTC"
+            if since
+            else f"until {until} UTC"
+        )
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def _usage_line(
+    key: str,
+    description: str,
+    model: str,
+    profile: str,
+    qty: Fraction,
+    unit_price: Decimal,
+    exact: Fraction,
+    currency: str,
+    members: list[UsageRow],
+    amount: Decimal | None = None,
+) -> Line:
+    return Line(
+        line_key=key,
+        description=description,
+        gpu_model=model,
+        mig_profile=profile,
+        quantity=qty,
+        unit_price=unit_price,
+        amount=round_money(exact, currency) if amount is None else amount,
+        currency=currency,
+        hourly_rows=len(members),
+        usage_us=sum(r.usage_us for r in members),
+        busy_us=sum(r.busy_us for r in members),
+        source_keys=tuple(sorted(r.key.encode() for r in members)),
+        exact_amount=exact,
+    )
 
 
 def idempotency_key(kind: str, *parts: object) -> str:

@@ -74,6 +74,9 @@ class Tenant(BaseModel):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     rate_card: str
     email: str | None = None
+    active: bool = Field(
+        default=True, description="false: no workloads running (the simulator schedules none)"
+    )
     cost_centre: str | None = Field(
         default=None, description="internal tenants: org/team[/project] path"
     )

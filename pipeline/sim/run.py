@@ -44,7 +44,7 @@ def plan(
     config: Config, period: Period, nodes: int, interval_s: int, seed: int
 ) -> tuple[list[Any], list[Any]]:
     rng = random.Random(seed)
-    tenants = sorted(config.reference.tenants)
+    tenants = sorted(t.id for t in config.reference.tenants.values() if t.active)
     fleet = build_fleet(config.reference, nodes, rng, interval_s)
     jobs = {n.name: schedule_jobs(n, tenants, period.start, period.end, rng) for n in fleet}
     return fleet, [jobs[n.name] for n in fleet]

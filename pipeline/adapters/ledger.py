@@ -1,0 +1,327 @@
+"""The invoice ledger in ClickHouse (``schemas/clickhouse/0005_ledger.sql``): append-only rows
+for invoice revisions, their lines and lineage, status events, credit notes, Stripe sync
+failures and webhook events. Every query takes parameters."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pipeline.adapters.clickhouse import Executor
+from pipeline.domain.lifecycle import StatusEvent, current_status
+from pipeline.domain.money import from_minor
+
+HEADER_COLS = [
+    "invoice_id",
+    "revision",
+    "tenant_id",
+    "period",
+    "currency",
+    "subtotal_minor",
+    "credits_minor",
+    "tax_minor",
+    "total_minor",
+    "line_count",
+    "content_hash",
+    "issued_at",
+    "due_at",
+    "created_at",
+]
+LINE_COLS = [
+    "invoice_id",
+    "revision",
+    "line_key",
+    "line_id",
+    "tenant_id",
+    "period",
+    "kind",
+    "period_ref",
+    "description",
+    "gpu_model",
+    "mig_profile",
+    "quantity",
+    "quantity_exact",
+    "unit",
+    "unit_price",
+    "amount_minor",
+    "exact_amount",
+    "currency",
+    "usage_us",
+    "hourly_rows",
+    "stripe_invoice_item_id",
+    "idempotency_key",
+]
+EVENT_COLS = ["event_key", "status", "at", "seq", "source", "source_ref", "detail"]
+SOURCE_COLS = [
+    "hour",
+    "project_id",
+    "gpu_model",
+    "mig_profile",
+    "region",
+    "provider",
+    "cluster",
+    "usage_us",
+]
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    """An invoice's latest revision and its current status (from the status events)."""
+
+    invoice_id: str
+    revision: int
+    tenant_id: str
+    period: str
+    currency: str
+    subtotal_minor: int
+    credits_minor: int
+    tax_minor: int
+    total_minor: int
+    line_count: int
+    content_hash: str
+    issued_at: datetime
+    due_at: datetime
+    created_at: datetime
+    status: str = "draft"
+    stripe_invoice_id: str = ""
+
+    @property
+    def total(self) -> Decimal:
+        return from_minor(self.total_minor, self.currency)
+
+    @property
+    def final(self) -> bool:
+        return self.status != "draft"
+
+
+class Ledger:
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+
+    # -- writing ---------------------------------------------------------------------------
+    def save_revision(
+        self,
+        header: dict[str, Any],
+        lines: list[dict[str, Any]],
+        sources: list[dict[str, Any]],
+    ) -> None:
+        """Lineage and lines first, the header last: a revision is visible only when whole."""
+        if sources:
+            self.ex.insert(
+                "ledger_line_sources", list(sources[0]), [tuple(r.values()) for r in sources]
+            )
+        if lines:
+            self.ex.insert(
+                "ledger_lines", LINE_COLS, [tuple(r[c] for c in LINE_COLS) for r in lines]
+            )
+        self.ex.insert("ledger_invoices", HEADER_COLS, [tuple(header[c] for c in HEADER_COLS)])
+
+    def append_event(self, inv: InvoiceView, event: StatusEvent) -> None:
+        self.ex.insert(
+            "invoice_events",
+            ["invoice_id", "tenant_id", "period", *EVENT_COLS],
+            [
+                (
+                    inv.invoice_id,
+                    inv.tenant_id,
+                    inv.period,
+                    event.key,
+                    event.status,
+                    event.at,
+                    event.seq,
+                    event.source,
+                    event.source_ref,
+                    event.detail,
+                )
+            ],
+        )
+
+    def save_credit_note(self, row: dict[str, Any]) -> None:
+        self.ex.insert("credit_notes", list(row), [tuple(row.values())])
+
+    def record_failure(self, row: dict[str, Any]) -> None:
+        self.ex.insert("billing_failures", list(row), [tuple(row.values())])
+
+    def save_webhook(self, row: dict[str, Any]) -> None:
+        self.ex.insert("stripe_webhook_events", list(row), [tuple(row.values())])
+
+    # -- reading ---------------------------------------------------------------------------
+    def _views(self, where: str, params: dict[str, Any]) -> list[InvoiceView]:
+        rows = self.ex.execute(
+            f"SELECT {', '.join(HEADER_COLS)} FROM ledger_invoices FINAL WHERE {where}", params
+        )
+        latest: dict[str, tuple[Any, ...]] = {}
+        for r in rows:
+            if r[0] not in latest or r[1] > latest[r[0]][1]:
+                latest[r[0]] = r
+        if not latest:
+            return []
+        events = self.events_for(sorted(latest))
+        out = []
+        for inv_id, r in latest.items():
+            view = InvoiceView(*r)
+            status, stripe_id = current_status(events.get(inv_id, []))
+            out.append(replace(view, status=status, stripe_invoice_id=stripe_id))
+        return sorted(out, key=lambda v: (v.period, v.tenant_id, v.created_at, v.invoice_id))
+
+    def events_for(self, invoice_ids: list[str]) -> dict[str, list[StatusEvent]]:
+        rows = self.ex.execute(
+            f"SELECT invoice_id, {', '.join(EVENT_COLS)} FROM invoice_events FINAL "
+            "WHERE invoice_id IN %(ids)s",
+            {"ids": tuple(invoice_ids)},
+        )
+        out: dict[str, list[StatusEvent]] = defaultdict(list)
+        for inv_id, *rest in rows:
+            out[str(inv_id)].append(StatusEvent(*rest))
+        return dict(out)
+
+    def invoice(self, invoice_id: str) -> InvoiceView | None:
+        found = self._views("invoice_id = %(i)s", {"i": invoice_id})
+        return found[0] if found else None
+
+    def invoices(self, period: str, tenant_id: str | None = None) -> list[InvoiceView]:
+        if tenant_id is None:
+            return self._views("period = %(p)s", {"p": period})
+        return self._views("period = %(p)s AND tenant_id = %(t)s", {"p": period, "t": tenant_id})
+
+    def current(self, tenant_id: str, period: str) -> InvoiceView | None:
+        """The tenant's invoice for the period that is not void (the newest), else the newest
+        void one; None when it has none."""
+        views = self.invoices(period, tenant_id)
+        live = [v for v in views if v.status != "void"]
+        found = live or views
+        return found[-1] if found else None
+
+    def closed_before(self, period: str) -> dict[str, list[InvoiceView]]:
+        """Tenant -> its finalized (not void) invoices of periods before ``period``."""
+        out: dict[str, list[InvoiceView]] = defaultdict(list)
+        for v in self._views("period < %(p)s", {"p": period}):
+            if v.final and v.status != "void":
+                out[v.tenant_id].append(v)
+        return dict(out)
+
+    def by_stripe_id(self, stripe_invoice_id: str) -> InvoiceView | None:
+        rows = self.ex.execute(
+            "SELECT invoice_id FROM invoice_events FINAL WHERE source_ref = %(s)s "
+            "AND status = 'finalized' LIMIT 1",
+            {"s": stripe_invoice_id},
+        )
+        return self.invoice(str(rows[0][0])) if rows else None
+
+    def lines(self, invoice_id: str, revision: int) -> list[dict[str, Any]]:
+        rows = self.ex.execute(
+            f"SELECT {', '.join(LINE_COLS)} FROM ledger_lines FINAL "
+            "WHERE invoice_id = %(i)s AND revision = %(r)s ORDER BY line_key",
+            {"i": invoice_id, "r": revision},
+        )
+        return [dict(zip(LINE_COLS, r, strict=True)) for r in rows]
+
+    def line_sources(self, invoice_id: str, revision: int, line_key: str) -> list[dict[str, Any]]:
+        rows = self.ex.execute(
+            f"SELECT {', '.join(SOURCE_COLS)} FROM ledger_line_sources FINAL "
+            "WHERE invoice_id = %(i)s AND revision = %(r)s AND line_key = %(k)s "
+            "ORDER BY hour, project_id, mig_profile, region, provider, cluster",
+            {"i": invoice_id, "r": revision, "k": line_key},
+        )
+        return [dict(zip(SOURCE_COLS, r, strict=True)) for r in rows]
+
+    def all_line_sources(self, invoice_id: str, revision: int) -> list[dict[str, Any]]:
+        rows = self.ex.execute(
+            f"SELECT {', '.join(SOURCE_COLS)} FROM ledger_line_sources FINAL "
+            "WHERE invoice_id = %(i)s AND revision = %(r)s",
+            {"i": invoice_id, "r": revision},
+        )
+        return [dict(zip(SOURCE_COLS, r, strict=True)) for r in rows]
+
+    def adjustments_for(self, period: str) -> list[dict[str, Any]]:
+        """Adjustment lines for ``period``'s usage on later finalized, not void invoices."""
+        out = []
+        for v in self._views("period > %(p)s", {"p": period}):
+            if v.final and v.status != "void":
+                out += [
+                    ln
+                    for ln in self.lines(v.invoice_id, v.revision)
+                    if ln["kind"] == "adjustment" and ln["period_ref"] == period
+                ]
+        return out
+
+    def billed_lines(self, tenant_id: str, period_ref: str, excluding_period: str) -> list[dict]:
+        """Every line charged so far for ``period_ref``: the own lines of its finalized
+        invoice and adjustment lines on later finalized invoices (other than
+        ``excluding_period``'s), void invoices excluded."""
+        out = []
+        for v in self._views(
+            "tenant_id = %(t)s AND period >= %(p)s", {"t": tenant_id, "p": period_ref}
+        ):
+            if not v.final or v.status == "void" or v.period == excluding_period:
+                continue
+            for ln in self.lines(v.invoice_id, v.revision):
+                if (v.period == period_ref and ln["kind"] != "adjustment") or (
+                    ln["kind"] == "adjustment" and ln["period_ref"] == period_ref
+                ):
+                    out.append(ln)
+        return out
+
+    def credits_used(
+        self,
+        tenant_id: str,
+        before_period: str | None = None,
+        excluding_invoice: str = "",
+        excluding_ref: str = "",
+    ) -> dict[str, Decimal]:
+        """Prepaid credit id -> amount drawn on the tenant's finalized, not void invoices
+        (of periods before ``before_period`` if given): their own credit lines (except
+        ``excluding_invoice``'s) and the credit adjustments on them (except those for the
+        period ``excluding_ref``)."""
+        used: dict[str, Decimal] = defaultdict(Decimal)
+        where, params = "tenant_id = %(t)s", {"t": tenant_id}
+        if before_period is not None:
+            where += " AND period < %(p)s"
+            params["p"] = before_period
+        for v in self._views(where, params):
+            if not v.final or v.status == "void":
+                continue
+            for ln in self.lines(v.invoice_id, v.revision):
+                amount = from_minor(ln["amount_minor"], ln["currency"])
+                if ln["kind"] == "credit" and v.invoice_id != excluding_invoice:
+                    used[ln["line_key"].split("/", 1)[1]] -= amount
+                elif ln["kind"] == "adjustment":
+                    _adj, ref, key = ln["line_key"].split("/", 2)
+                    if key.startswith("credit/") and ref != excluding_ref:
+                        used[key.split("/", 1)[1]] -= amount
+        return dict(used)
+
+    def credit_notes(self, invoice_id: str) -> list[dict[str, Any]]:
+        cols = ["credit_note_id", "invoice_id", "total_minor", "currency", "reason", "created_at"]
+        rows = self.ex.execute(
+            f"SELECT {', '.join(cols)} FROM credit_notes FINAL WHERE invoice_id = %(i)s",
+            {"i": invoice_id},
+        )
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def failures(self, period: str) -> list[dict[str, Any]]:
+        cols = [
+            "tenant_id",
+            "invoice_id",
+            "at",
+            "stage",
+            "transient",
+            "http_status",
+            "code",
+            "message",
+        ]
+        rows = self.ex.execute(
+            f"SELECT {', '.join(cols)} FROM billing_failures WHERE period = %(p)s ORDER BY at",
+            {"p": period},
+        )
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def webhook_seen(self, event_id: str) -> bool:
+        rows = self.ex.execute(
+            "SELECT count() FROM stripe_webhook_events FINAL WHERE event_id = %(e)s",
+            {"e": event_id},
+        )
+        return int(rows[0][0]) > 0

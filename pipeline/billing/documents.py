@@ -1,0 +1,167 @@
+"""Invoice and credit-note documents from the ledger, and the files finance reads:
+``out/<period>/invoices/<invoice id>.json|.pdf`` and ``invoices.csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pipeline.adapters.ledger import InvoiceView, Ledger
+from pipeline.config import Config
+from pipeline.domain.documents import DocumentLine, InvoiceDocument, Party, TaxLine
+from pipeline.domain.money import from_minor
+from pipeline.domain.period import Period
+
+
+def _customer(config: Config, tenant_id: str) -> Party:
+    t = config.reference.tenants.get(tenant_id)
+    if t is None:
+        return Party(id=tenant_id, name=tenant_id)
+    return Party(id=t.id, name=t.name, email=t.email)
+
+
+def _qty(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def build_document(
+    config: Config, view: InvoiceView, lines: list[dict[str, Any]]
+) -> InvoiceDocument:
+    period = Period.parse(view.period)
+    cur = view.currency
+    doc_lines = [
+        DocumentLine(
+            line_id=ln["line_id"],
+            kind=ln["kind"],
+            description=ln["description"],
+            quantity=_qty(ln["quantity"]),
+            unit=ln["unit"],
+            unit_price=Decimal(ln["unit_price"]),
+            amount=from_minor(ln["amount_minor"], cur),
+            period_ref=ln["period_ref"] or view.period,
+        )
+        for ln in lines
+    ]
+    notes = []
+    if not lines:
+        notes.append("No GPU usage in this period; issued as a zero invoice under the contract.")
+    if any(ln["kind"] == "adjustment" for ln in lines):
+        notes.append(
+            "Adjustment lines charge usage of an earlier period that reached us after that "
+            "period was invoiced; the earlier invoice is unchanged."
+        )
+    notes.append(
+        "GPU-hours are allocated GPUs x wall time; a MIG instance counts as its fraction of "
+        "the GPU. Amounts are rounded half up to the cent once per line."
+    )
+    return InvoiceDocument(
+        invoice_id=view.invoice_id,
+        status=view.status,  # type: ignore[arg-type]
+        seller=config.seller,
+        customer=_customer(config, view.tenant_id),
+        period=view.period,
+        period_start=period.start,
+        period_end=period.end,
+        issued_at=view.issued_at,
+        due_at=view.due_at,
+        currency=cur,
+        lines=doc_lines,
+        subtotal=from_minor(view.subtotal_minor, cur),
+        credits=from_minor(view.credits_minor, cur),
+        tax=TaxLine(amount=from_minor(view.tax_minor, cur)),
+        total=from_minor(view.total_minor, cur),
+        stripe_invoice_id=view.stripe_invoice_id,
+        notes=notes,
+    )
+
+
+def credit_note(doc: InvoiceDocument, note_id: str, at: datetime, reason: str) -> InvoiceDocument:
+    """A credit note cancelling ``doc`` in full: the same lines, negated."""
+    return doc.model_copy(
+        update={
+            "kind": "credit_note",
+            "invoice_id": note_id,
+            "credits_invoice_id": doc.invoice_id,
+            "status": "finalized",
+            "issued_at": at,
+            "due_at": None,
+            "lines": [
+                ln.model_copy(update={"amount": -ln.amount, "line_id": f"{note_id}/{ln.line_id}"})
+                for ln in doc.lines
+            ],
+            "subtotal": -doc.subtotal,
+            "credits": -doc.credits,
+            "total": -doc.total,
+            "notes": [f"Cancels invoice {doc.invoice_id} in full. Reason: {reason}"],
+        }
+    )
+
+
+def load_document(config: Config, ledger: Ledger, invoice_id: str) -> InvoiceDocument | None:
+    view = ledger.invoice(invoice_id)
+    if view is None:
+        return None
+    return build_document(config, view, ledger.lines(view.invoice_id, view.revision))
+
+
+def write_document(folder: Path, doc: InvoiceDocument) -> tuple[Path, Path]:
+    """Write ``<id>.json`` and ``<id>.pdf``; returns their paths."""
+    from pipeline.billing.pdf import render_pdf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    js = folder / f"{doc.invoice_id}.json"
+    pdf = folder / f"{doc.invoice_id}.pdf"
+    js.write_text(doc.model_dump_json(indent=2))
+    pdf.write_bytes(render_pdf(doc))
+    return js, pdf
+
+
+CSV_HEADER = [
+    "invoice_id",
+    "period",
+    "tenant_id",
+    "customer",
+    "status",
+    "issued_at",
+    "due_at",
+    "currency",
+    "subtotal",
+    "credits",
+    "tax",
+    "total",
+    "stripe_invoice_id",
+]
+
+
+def invoices_csv(config: Config, views: list[InvoiceView]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_HEADER)
+    for v in views:
+        w.writerow(
+            [
+                v.invoice_id,
+                v.period,
+                v.tenant_id,
+                _customer(config, v.tenant_id).name,
+                v.status,
+                v.issued_at.date().isoformat(),
+                v.due_at.date().isoformat(),
+                v.currency,
+                from_minor(v.subtotal_minor, v.currency),
+                from_minor(v.credits_minor, v.currency),
+                from_minor(v.tax_minor, v.currency),
+                from_minor(v.total_minor, v.currency),
+                v.stripe_invoice_id,
+            ]
+        )
+    return buf.getvalue()
+
+
+def fraction_text(q: Fraction) -> str:
+    return f"{q.numerator}/{q.denominator}"

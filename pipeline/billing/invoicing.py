@@ -1,0 +1,406 @@
+"""External tenants: the invoice lifecycle and its Stripe sync.
+
+For one tenant and period, :meth:`Invoicer.bill`:
+
+1. rates the period's usage on the tenant's rate card and contract, adds adjustments for late
+   usage of earlier invoiced periods and draws prepaid credits (:mod:`pipeline.domain.invoice`);
+2. keeps the result as a **draft** revision in the ledger (a new revision only when the content
+   changed); a draft stays open for ``draft_grace_h`` after the period ends, following late
+   usage;
+3. after the grace period, **finalizes**: Stripe customer -> invoice -> one invoice item per
+   line -> finalize -> send, every request with an idempotency key derived from the invoice
+   revision and what it bills, then the ``finalized`` event in the ledger (last: a crash before
+   it is completed by the next run with the same keys, so nothing is created twice);
+4. leaves a finalized invoice alone: a rerun reports ``unchanged``, or ``changed_after_final``
+   when usage arrived since (it goes on the next invoice as an adjustment).
+
+A Stripe failure (after the gateway's retries) is recorded against the tenant and returned;
+the run goes on with the other tenants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pipeline.adapters.ledger import InvoiceView, Ledger
+from pipeline.adapters.store import Store
+from pipeline.adapters.stripe_gateway import StripeGateway, StripeSyncError
+from pipeline.billing.documents import build_document, credit_note, fraction_text, write_document
+from pipeline.config import Config
+from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.invoice import Composition, compose
+from pipeline.domain.lifecycle import StatusEvent, allowed
+from pipeline.domain.money import to_minor
+from pipeline.domain.period import Period
+from pipeline.domain.rating import Line, UsageRow, idempotency_key, rate_usage
+from pipeline.domain.reference import Tenant
+from pipeline.domain.usage import HourlyKey
+
+
+@dataclass
+class InvoiceOutcome:
+    tenant_id: str
+    currency: str
+    gpu_hours: Fraction
+    amount: Decimal
+    status: str  # draft | finalized | unchanged | changed_after_final | failed | no_invoice
+    invoice_id: str = ""
+    document: str = ""
+    error: str = ""
+
+
+def content_hash(lines: list[Line]) -> str:
+    h = hashlib.sha256()
+    for ln in lines:
+        h.update(
+            f"{ln.line_key}|{ln.kind}|{ln.period_ref}|{ln.quantity}|{ln.unit_price}|"
+            f"{ln.amount}|{ln.currency}\n".encode()
+        )
+    return h.hexdigest()
+
+
+def _seq(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+class Invoicer:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        ledger: Ledger,
+        stripe: StripeGateway,
+        out_root: Path,
+        clock: Callable[[], datetime],
+        grace: timedelta,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.ledger = ledger
+        self.stripe = stripe
+        self.out_root = out_root
+        self.clock = clock
+        self.grace = grace
+
+    # -- composition -----------------------------------------------------------------------
+    def compose_for(
+        self, tenant: Tenant, period: Period, rows: list[UsageRow], invoice_id: str
+    ) -> Composition:
+        contract = self.config.contract(tenant.id)
+        card = self.config.card_for(tenant.id)
+        rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
+        adjustments, drawn = self._adjustments(tenant, period)
+        used = self.ledger.credits_used(tenant.id, before_period=str(period))
+        for credit_id, amount in drawn.items():
+            used[credit_id] = used.get(credit_id, Decimal(0)) + amount
+        return compose(period, rated, contract, card.currency, adjustments, used)
+
+    def _adjustments(self, tenant: Tenant, period: Period) -> tuple[list[Line], dict[str, Decimal]]:
+        """Late usage of the tenant's already-invoiced earlier periods, as lines for this one,
+        and the prepaid credit those lines draw (so this period cannot draw it again).
+
+        A closed period is composed again with the credit balances left by every other
+        invoice (earlier and later ones: a credit is never drawn past its balance)."""
+        contract = self.config.contract(tenant.id)
+        card = self.config.card_for(tenant.id)
+        out: list[Line] = []
+        drawn: dict[str, Decimal] = {}
+        for closed in self.ledger.closed_before(str(period)).get(tenant.id, []):
+            original = Period.parse(closed.period)
+            rows = self.store.hourly_rows(original, tenant.id).get(tenant.id, [])
+            rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
+            now = compose(
+                original,
+                rated,
+                contract,
+                card.currency,
+                credits_used=self._merge(
+                    self.ledger.credits_used(
+                        tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
+                    ),
+                    drawn,
+                ),
+            ).lines
+            billed: dict[str, Billed] = {}
+            for ln in self.ledger.billed_lines(tenant.id, closed.period, str(period)):
+                key = (
+                    ln["line_key"].split("/", 2)[2]
+                    if ln["kind"] == "adjustment"
+                    else ln["line_key"]
+                )
+                was = billed.get(key, Billed(0, 0, Fraction(0)))
+                billed[key] = Billed(
+                    was.amount_minor + int(ln["amount_minor"]),
+                    was.usage_us + int(ln["usage_us"]),
+                    was.quantity + Fraction(ln["quantity_exact"]),
+                )
+            lines = adjustment_lines(closed.period, now, billed, card.currency)
+            for adj in lines:
+                key = adj.line_key.split("/", 2)[2]
+                if key.startswith("credit/"):
+                    credit_id = key.split("/", 1)[1]
+                    drawn[credit_id] = drawn.get(credit_id, Decimal(0)) - adj.amount
+            out += lines
+        return out, drawn
+
+    @staticmethod
+    def _merge(a: dict[str, Decimal], b: dict[str, Decimal]) -> dict[str, Decimal]:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = out.get(k, Decimal(0)) + v
+        return out
+
+    # -- the lifecycle ---------------------------------------------------------------------
+    def bill(self, tenant: Tenant, period: Period, rows: list[UsageRow]) -> InvoiceOutcome:
+        p = str(period)
+        current = self.ledger.current(tenant.id, p)
+        currency = self.config.card_for(tenant.id).currency
+        if current is not None and current.final and current.status != "void":
+            comp = self.compose_for(tenant, period, rows, current.invoice_id)
+            same = content_hash(comp.lines) == current.content_hash
+            return self._outcome(current, comp, "unchanged" if same else "changed_after_final")
+        if current is None:
+            invoice_id = f"GM-{p}-{tenant.id}"
+        elif current.status == "void":
+            n = len(self.ledger.invoices(p, tenant.id)) + 1
+            invoice_id = f"GM-{p}-{tenant.id}-R{n}"
+        else:
+            invoice_id = current.invoice_id
+        comp = self.compose_for(tenant, period, rows, invoice_id)
+        contract = self.config.contract(tenant.id)
+        if not comp.lines and not contract.zero_invoice:
+            return InvoiceOutcome(tenant.id, currency, Fraction(0), Decimal(0), "no_invoice")
+        draft = current if current is not None and current.invoice_id == invoice_id else None
+        view = self._save_draft(tenant, period, invoice_id, comp, draft, rows)
+        if self.clock() < period.end + self.grace:
+            return self._outcome(view, comp, "draft")
+        try:
+            view = self._finalize(tenant, view, comp)
+        except StripeSyncError as exc:
+            self.ledger.record_failure(
+                {
+                    "period": p,
+                    "tenant_id": tenant.id,
+                    "invoice_id": invoice_id,
+                    "at": self.clock(),
+                    "stage": "stripe_sync",
+                    "transient": int(exc.transient),
+                    "http_status": exc.http_status or 0,
+                    "code": exc.code,
+                    "message": str(exc),
+                }
+            )
+            out = self._outcome(view, comp, "failed")
+            out.error = f"{exc.code}: {exc}"
+            return out
+        return self._outcome(view, comp, "finalized")
+
+    def _outcome(self, view: InvoiceView, comp: Composition, status: str) -> InvoiceOutcome:
+        qty = sum((ln.quantity for ln in comp.lines if ln.kind == "usage"), Fraction(0))
+        folder = self.out_root / view.period / "invoices"
+        return InvoiceOutcome(
+            view.tenant_id,
+            view.currency,
+            qty,
+            view.total,
+            status,
+            view.invoice_id,
+            str(folder / f"{view.invoice_id}.pdf"),
+        )
+
+    def _save_draft(
+        self,
+        tenant: Tenant,
+        period: Period,
+        invoice_id: str,
+        comp: Composition,
+        draft: InvoiceView | None,
+        rows: list[UsageRow],
+    ) -> InvoiceView:
+        chash = content_hash(comp.lines)
+        if draft is not None and draft.content_hash == chash:
+            return draft
+        revision = 1 if draft is None else draft.revision + 1
+        currency = self.config.card_for(tenant.id).currency
+        now = self.clock()
+        issued = period.end
+        header: dict[str, Any] = {
+            "invoice_id": invoice_id,
+            "revision": revision,
+            "tenant_id": tenant.id,
+            "period": str(period),
+            "currency": currency,
+            "subtotal_minor": to_minor(comp.subtotal, currency),
+            "credits_minor": to_minor(comp.credits, currency),
+            "tax_minor": 0,
+            "total_minor": to_minor(comp.total, currency),
+            "line_count": len(comp.lines),
+            "content_hash": chash,
+            "issued_at": issued,
+            "due_at": issued + timedelta(days=self.config.contract(tenant.id).payment_terms_days),
+            "created_at": now,
+        }
+        lines, sources = [], []
+        usage_by_key = {r.key.encode(): r.usage_us for r in rows}
+        for ln in comp.lines:
+            lines.append(
+                {
+                    "invoice_id": invoice_id,
+                    "revision": revision,
+                    "line_key": ln.line_key,
+                    "line_id": f"{invoice_id}/{ln.line_key}",
+                    "tenant_id": tenant.id,
+                    "period": str(period),
+                    "kind": ln.kind,
+                    "period_ref": ln.period_ref or str(period),
+                    "description": ln.description,
+                    "gpu_model": ln.gpu_model,
+                    "mig_profile": ln.mig_profile,
+                    "quantity": str(ln.quantity_display),
+                    "quantity_exact": fraction_text(ln.quantity),
+                    "unit": ln.unit,
+                    "unit_price": str(ln.unit_price),
+                    "amount_minor": ln.amount_minor,
+                    "exact_amount": fraction_text(ln.exact),
+                    "currency": currency,
+                    "usage_us": ln.usage_us,
+                    "hourly_rows": ln.hourly_rows,
+                    "stripe_invoice_item_id": "",
+                    "idempotency_key": self._item_key(invoice_id, ln),
+                }
+            )
+            if ln.kind == "usage":
+                for text in ln.source_keys:
+                    k = HourlyKey.decode(text)
+                    sources.append(
+                        {
+                            "invoice_id": invoice_id,
+                            "revision": revision,
+                            "line_key": ln.line_key,
+                            "tenant_id": tenant.id,
+                            "hour": datetime.fromtimestamp(k.hour_s, UTC),
+                            "project_id": k.project_id,
+                            "gpu_model": k.gpu_model,
+                            "mig_profile": k.mig_profile,
+                            "region": k.region,
+                            "provider": k.provider,
+                            "cluster": k.cluster,
+                            "usage_us": usage_by_key[text],
+                        }
+                    )
+        self.ledger.save_revision(header, lines, sources)
+        view = InvoiceView(**header)
+        self.ledger.append_event(
+            view,
+            StatusEvent(f"draft/r{revision}", "draft", now, _seq(now), "billing", "", ""),
+        )
+        return view
+
+    @staticmethod
+    def _item_key(invoice_id: str, ln: Line) -> str:
+        return idempotency_key("item", invoice_id, ln.line_key, ln.amount_minor, ln.quantity)
+
+    def _finalize(self, tenant: Tenant, view: InvoiceView, comp: Composition) -> InvoiceView:
+        inv_id, p, cur = view.invoice_id, view.period, view.currency
+        basis = (inv_id, view.revision, view.content_hash)
+        customer = self.store.stripe_customer(tenant.id)
+        if customer is None:
+            customer = self.stripe.ensure_customer(
+                tenant.id, tenant.name, tenant.email, idempotency_key("customer", tenant.id)
+            )
+            self.store.save_stripe_customer(tenant.id, customer)
+        inv = self.stripe.create_invoice(
+            customer,
+            cur,
+            {"tenant_id": tenant.id, "period": p, "invoice_id": inv_id},
+            f"GPU usage {p} ({inv_id})",
+            idempotency_key("invoice", *basis),
+        )
+        items: dict[str, str] = {}
+        for ln in comp.lines:
+            items[ln.line_key] = self.stripe.add_item(
+                customer,
+                inv.id,
+                ln.amount_minor,
+                cur,
+                f"{ln.description} ({ln.quantity_display} {ln.unit} x {ln.unit_price})"
+                if ln.unit
+                else ln.description,
+                {"tenant_id": tenant.id, "period": p, "line_id": f"{inv_id}/{ln.line_key}"},
+                self._item_key(inv_id, ln),
+            )
+        self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))
+        self.stripe.send_invoice(inv.id, idempotency_key("send", *basis))
+        now = self.clock()
+        self.ledger.append_event(
+            view,
+            StatusEvent(
+                "finalized",
+                "finalized",
+                now,
+                _seq(now),
+                "billing",
+                inv.id,
+                json.dumps({"customer": customer, "items": items}, sort_keys=True),
+            ),
+        )
+        final = self.ledger.invoice(inv_id)
+        assert final is not None
+        doc = build_document(self.config, final, self.ledger.lines(inv_id, final.revision))
+        write_document(self.out_root / p / "invoices", doc)
+        return final
+
+    # -- after finalization ----------------------------------------------------------------
+    def void(
+        self, invoice_id: str, reason: str, source: str = "cli", source_ref: str = ""
+    ) -> InvoiceView:
+        """Void a finalized invoice (in Stripe too, unless Stripe told us) and issue a credit
+        note cancelling it. Idempotent: the credit note and documents are written before the
+        ``void`` event, so a crash in between is completed by the next call."""
+        view = self.ledger.invoice(invoice_id)
+        if view is None:
+            raise BillingError(BillingErrorCode.INVOICE_NOT_FOUND, f"no invoice {invoice_id!r}")
+        if view.status == "void" and self.ledger.credit_notes(invoice_id):
+            return view
+        if view.status != "void" and not allowed(view.status, "void"):
+            raise BillingError(
+                BillingErrorCode.INVALID_TRANSITION,
+                f"invoice {invoice_id} is {view.status}; only a finalized or unpaid invoice can "
+                "be voided",
+            )
+        if source == "cli" and view.stripe_invoice_id and view.status != "void":
+            self.stripe.void_invoice(view.stripe_invoice_id, idempotency_key("void", invoice_id))
+        now = self.clock()
+        note_id = f"CN-{invoice_id}"
+        self.ledger.save_credit_note(
+            {
+                "credit_note_id": note_id,
+                "invoice_id": invoice_id,
+                "tenant_id": view.tenant_id,
+                "period": view.period,
+                "currency": view.currency,
+                "total_minor": -view.total_minor,
+                "reason": reason,
+                "created_at": now,
+            }
+        )
+        doc = build_document(self.config, view, self.ledger.lines(invoice_id, view.revision))
+        folder = self.out_root / view.period / "invoices"
+        write_document(folder, doc.model_copy(update={"status": "void"}))
+        write_document(folder, credit_note(doc, note_id, now, reason))
+        if view.status != "void":
+            self.ledger.append_event(
+                view, StatusEvent("void", "void", now, _seq(now), source, source_ref, reason)
+            )
+        final = self.ledger.invoice(invoice_id)
+        assert final is not None
+        return final

@@ -1,0 +1,74 @@
+"""Lineage: from an invoice line to the hourly usage rows behind it, and from those to the
+usage events (CloudEvents ``source`` + ``id``) that were counted into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.adapters.ledger import Ledger
+from pipeline.adapters.store import Store
+from pipeline.domain.errors import BillingError, BillingErrorCode
+
+
+@dataclass
+class Trace:
+    line: dict[str, Any]
+    status: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # with usage_us_now
+    events: list[dict[str, Any]] = field(default_factory=list)
+    events_total: int = 0
+
+
+def trace_line(ledger: Ledger, store: Store, line_id: str, event_limit: int = 50) -> Trace:
+    invoice_id, sep, line_key = line_id.partition("/")
+    view = ledger.invoice(invoice_id) if sep else None
+    if view is None:
+        raise BillingError(
+            BillingErrorCode.INVOICE_NOT_FOUND,
+            f"no invoice line {line_id!r} (a line id is '<invoice id>/<line key>', as listed by "
+            f"`gpumeter invoices show <invoice id>`)",
+        )
+    line = next(
+        (ln for ln in ledger.lines(invoice_id, view.revision) if ln["line_key"] == line_key), None
+    )
+    if line is None:
+        raise BillingError(
+            BillingErrorCode.INVOICE_NOT_FOUND, f"invoice {invoice_id} has no line {line_key!r}"
+        )
+    out = Trace(line, view.status)
+    if line["kind"] != "usage":
+        return out
+    out.rows = ledger.line_sources(invoice_id, view.revision, line_key)
+    if not out.rows:
+        return out
+    now = store.hourly_usage_for(view.tenant_id, [r["hour"] for r in out.rows], line["gpu_model"])
+    for r in out.rows:
+        key = (
+            r["hour"],
+            r["project_id"],
+            r["mig_profile"],
+            r["region"],
+            r["provider"],
+            r["cluster"],
+        )
+        r["usage_us_now"] = now.get(key, 0)
+    keys = {
+        (r["hour"], r["project_id"], r["mig_profile"], r["region"], r["provider"], r["cluster"])
+        for r in out.rows
+    }
+    events = store.events_for(
+        view.tenant_id,
+        min(r["hour"] for r in out.rows),
+        max(r["hour"] for r in out.rows),
+        line["gpu_model"],
+    )
+    matching = [
+        e
+        for e in events
+        if (e["hour"], e["project_id"], e["mig_profile"], e["region"], e["provider"], e["cluster"])
+        in keys
+    ]
+    out.events_total = len(matching)
+    out.events = matching[:event_limit]
+    return out

@@ -1,0 +1,50 @@
+"""Invoice lifecycle: draft -> finalized -> paid | payment_failed | void.
+
+The ledger keeps every status change as an event; the current status is the result of
+applying them in order. A transition the lifecycle does not allow (a payment for a void
+invoice, a second finalization) is kept in the history but changes nothing.
+
+    draft ──finalize──> finalized ──> paid
+                            │  └────> payment_failed ──> paid | void
+                            └───────> void  (a credit note is issued)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+ALLOWED: dict[str, set[str]] = {
+    "": {"draft"},
+    "draft": {"draft", "finalized"},
+    "finalized": {"paid", "payment_failed", "void"},
+    "payment_failed": {"paid", "payment_failed", "void"},
+    "paid": set(),
+    "void": set(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    key: str  # deterministic per event: "draft/r2", "finalized", "stripe/evt_..."
+    status: str
+    at: datetime
+    seq: int  # orders events recorded in the same second
+    source: str  # billing | stripe_webhook | cli
+    source_ref: str  # e.g. the Stripe invoice id (finalized) or Stripe event id
+    detail: str = ""
+
+
+def allowed(current: str, new: str) -> bool:
+    return new in ALLOWED.get(current, set())
+
+
+def current_status(events: list[StatusEvent]) -> tuple[str, str]:
+    """(status, Stripe invoice id) after applying ``events`` in order."""
+    status, stripe_id = "", ""
+    for e in sorted(events, key=lambda e: (e.seq, e.key)):
+        if allowed(status, e.status):
+            status = e.status
+            if e.status == "finalized":
+                stripe_id = e.source_ref
+    return status or "draft", stripe_id
