@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import timedelta
 
 import pytest
 
 from pipeline.adapters.clickhouse import migrate
+from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
+from pipeline.billing.reconcile import reconcile
 from pipeline.billing.run import BillingRun
 from pipeline.config import Config
 from pipeline.domain.money import from_minor
@@ -88,17 +91,27 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
 
     http = recording_http_client()
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, http_client=http)
-    report = BillingRun(config, store, gateway, settings.out_dir, lambda: period.end).run(period)
-    expected = expected_bills(truth, config)
+    after_grace = period.end + timedelta(days=4)
+    report = BillingRun(config, store, gateway, settings.out_dir, lambda: after_grace).run(period)
+    expected = expected_bills(truth, config, period)
     assert {r.tenant_id for r in report.results} == set(expected)
     for r in report.results:
         qty, amount = expected[r.tenant_id]
         assert (r.gpu_hours, r.amount) == (qty, amount), r.tenant_id
-    for inv in store.invoices(str(period)):
+    ledger = Ledger(ex)
+    invoices = ledger.invoices(str(period))
+    events = ledger.events_for([inv.invoice_id for inv in invoices])
+    for inv in invoices:
+        assert inv.status == "finalized" and inv.stripe_invoice_id.startswith("in_")
         assert from_minor(inv.total_minor, inv.currency) == expected[inv.tenant_id][1]
-        lines = store.invoice_lines(inv.invoice_id)
+        lines = ledger.lines(inv.invoice_id, inv.revision)
         assert sum(ln["amount_minor"] for ln in lines) == inv.total_minor
-        assert all(ln["stripe_invoice_item_id"].startswith("ii_") for ln in lines)
+        (final,) = [e for e in events[inv.invoice_id] if e.status == "finalized"]
+        items = json.loads(final.detail)["items"]
+        assert sorted(items) == sorted(ln["line_key"] for ln in lines)
+        assert all(i.startswith("ii_") for i in items.values())
+    rec = reconcile(config, store, ledger, period)
+    assert rec.clean and len(rec.tenants) == len(invoices), rec.summary_line()
     internal = {t for t, ten in config.reference.tenants.items() if ten.kind == "internal"}
     charged = defaultdict(int)
     for row in store.chargeback(str(period)):
@@ -107,7 +120,7 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
         assert from_minor(charged[tenant], "USD") == expected[tenant][1]
 
     http.recorded.clear()
-    again = BillingRun(config, store, gateway, settings.out_dir, lambda: period.end).run(period)
+    again = BillingRun(config, store, gateway, settings.out_dir, lambda: after_grace).run(period)
     assert http.recorded == []
     assert [(r.tenant_id, r.amount) for r in again.results] == [
         (r.tenant_id, r.amount) for r in report.results

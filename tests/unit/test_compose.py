@@ -19,7 +19,7 @@ def infra_default(var: str) -> int:
 
 def test_gpumeter_services_use_the_topics_and_database_of_the_code() -> None:
     s = Settings()
-    for name in ("init", "topics", "worker"):
+    for name in ("init", "topics", "worker", "api"):
         env = COMPOSE["services"][name]["environment"]
         assert env["GPUMETER_USAGE_TOPIC"] == s.usage_topic
         assert env["GPUMETER_DLQ_TOPIC"] == s.dlq_topic
@@ -40,6 +40,8 @@ def test_published_ports_match_the_local_stack() -> None:
     assert str(infra_default("CLICKHOUSE_HTTP_PORT")) in ports["clickhouse"]
     assert str(infra_default("STRIPE_MOCK_PORT")) in ports["stripe-mock"]
     assert s.stripe_api_base.endswith(f":{infra_default('STRIPE_MOCK_PORT')}")
+    assert f"{s.api_port}" in ports["api"]
+    assert COMPOSE["services"]["api"]["environment"]["GPUMETER_API_PORT"] == str(s.api_port)
 
 
 def test_images_are_the_real_services_at_the_pinned_versions() -> None:

@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import Config, ConfigError
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.hours import HOUR_US
-from pipeline.domain.rating import RateCard, UsageRow, idempotency_key, rate_per_unit
+from pipeline.domain.rating import RateCard, UsageRow, idempotency_key, rate_usage
 from pipeline.domain.usage import HourlyKey
 
 
@@ -25,7 +25,7 @@ def test_per_unit_lines_group_by_model_and_mig_profile(config: Config) -> None:
         row("H100", "3g.40gb", 7 * HOUR_US, 0),
         row("L40S", "", 3 * HOUR_US),
     ]
-    lines = rate_per_unit(rows, CARD, config.reference.catalog)
+    lines = rate_usage(rows, CARD, config.reference.catalog).lines
     by = {ln.line_key: ln for ln in lines}
     assert by["H100/full"].quantity == Fraction(3, 2)
     assert by["H100/full"].amount == Decimal("3.74")  # 3.735 -> half up
@@ -38,7 +38,7 @@ def test_per_unit_lines_group_by_model_and_mig_profile(config: Config) -> None:
 
 def test_missing_price_is_a_coded_error(config: Config) -> None:
     with pytest.raises(BillingError) as err:
-        rate_per_unit([row("B200", "", HOUR_US)], CARD, config.reference.catalog)
+        rate_usage([row("B200", "", HOUR_US)], CARD, config.reference.catalog)
     assert err.value.code is BillingErrorCode.NO_PRICE
     assert "B200" in str(err.value)
 
@@ -86,7 +86,9 @@ def test_tenant_with_unknown_rate_card_refused(tmp_config: Path) -> None:
 
 
 def test_shipped_config_loads(config: Config) -> None:
-    assert len(config.reference.tenants) == 50
+    assert len(config.reference.tenants) == 51
+    assert {t.currency for t in config.reference.tenants.values()} == {"USD", "EUR"}
+    assert config.contract("acme-ai").minimum_commitment == Decimal("40000.00")
     kinds = {t.kind for t in config.reference.tenants.values()}
     assert kinds == {"external", "internal"}
     assert config.reference.catalog.fraction("H100", "1g.10gb") == Fraction(1, 7)
@@ -96,21 +98,98 @@ def test_shipped_config_loads(config: Config) -> None:
 def test_adjustment_is_current_value_minus_what_was_charged(config: Config) -> None:
     from pipeline.domain.adjustments import Billed, adjustment_lines
 
-    now = rate_per_unit(
+    now = rate_usage(
         [row("H100", "", 3 * HOUR_US), row("L40S", "", HOUR_US)], CARD, config.reference.catalog
-    )
-    billed = {"H100/full": Billed(498, 2 * HOUR_US), "L40S/full": Billed(89, HOUR_US)}
-    (adj,) = adjustment_lines("2026-10", now, billed, config.reference.catalog, "USD")
+    ).lines
+    billed = {
+        "H100/full": Billed(498, 2 * HOUR_US, Fraction(2)),
+        "L40S/full": Billed(89, HOUR_US, Fraction(1)),
+    }
+    (adj,) = adjustment_lines("2026-10", now, billed, "USD")
     assert adj.line_key == "adj/2026-10/H100/full"
     assert adj.amount == Decimal("2.49") and adj.quantity == 1
+    assert adj.kind == "adjustment" and adj.period_ref == "2026-10"
     assert "2026-10" in adj.description
     assert (
         adjustment_lines(
             "2026-10",
             now,
-            {"H100/full": Billed(747, 3 * HOUR_US), "L40S/full": Billed(89, HOUR_US)},
-            config.reference.catalog,
+            {
+                "H100/full": Billed(747, 3 * HOUR_US, Fraction(3)),
+                "L40S/full": Billed(89, HOUR_US, Fraction(1)),
+            },
             "USD",
         )
         == []
     )
+
+
+def test_price_narrowing_and_effective_dates(config: Config) -> None:
+    from datetime import UTC, datetime
+
+    card = RateCard.model_validate(
+        {
+            "id": "n",
+            "currency": "USD",
+            "prices": [
+                {"gpu_model": "H100", "price": "2.00", "effective_until": "2026-10-15T00:00:00Z"},
+                {"gpu_model": "H100", "price": "1.50", "effective_from": "2026-10-15T00:00:00Z"},
+                {"gpu_model": "H100", "region": "r", "price": "1.00"},
+                {"gpu_model": "H100", "region": "r", "tier": "spot", "price": "0.50"},
+            ],
+        }
+    )
+    t14 = int(datetime(2026, 10, 14, 23, tzinfo=UTC).timestamp())
+    t15 = int(datetime(2026, 10, 15, tzinfo=UTC).timestamp())
+
+    def at(hour_s: int, region: str) -> HourlyKey:
+        return HourlyKey("acme-ai", hour_s, "", "H100", "", region, "p", "c")
+
+    assert card.price_for(at(t14, "x"), "on-demand").price == Decimal("2.00")
+    assert card.price_for(at(t15, "x"), "on-demand").price == Decimal("1.50")
+    assert card.price_for(at(t15, "r"), "on-demand").price == Decimal("1.00")
+    assert card.price_for(at(t15, "r"), "spot").price == Decimal("0.50")
+    lines = rate_usage(
+        [UsageRow(at(t14, "x"), HOUR_US), UsageRow(at(t15, "x"), HOUR_US)],
+        card,
+        config.reference.catalog,
+    ).lines
+    assert [(ln.line_key, ln.amount) for ln in lines] == [
+        ("H100/full@from=2026-10-15T00", Decimal("1.50")),
+        ("H100/full@until=2026-10-15T00", Decimal("2.00")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prices", "needle"),
+    [
+        (
+            [{"gpu_model": "H100", "price": "1", "effective_from": "2026-10-15T00:30:00Z"}],
+            "whole UTC hour",
+        ),
+        ([{"gpu_model": "H100", "price": "1"}, {"gpu_model": "H100", "price": "2"}], "same time"),
+        ([{"gpu_model": "H100", "charge": "graduated", "price": "1"}], "needs 'tiers'"),
+        (
+            [{"gpu_model": "H100", "charge": "volume", "tiers": [{"up_to": "5", "price": "1"}]}],
+            "open",
+        ),
+    ],
+)
+def test_bad_prices_say_what_is_wrong(prices: list[dict[str, str]], needle: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=needle):
+        RateCard.model_validate({"id": "x", "currency": "USD", "prices": prices})
+
+
+def test_bad_contract_names_file_and_field(tmp_config: Path) -> None:
+    (tmp_config / "contracts.yaml").write_text(
+        "contracts:\n  - tenant: acme-ai\n    discount_pct: '120'\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        Config.load(tmp_config)
+    assert "contracts.yaml" in str(err.value) and "discount_pct" in str(err.value)
+    assert err.value.code is BillingErrorCode.INVALID_CONTRACT
+    (tmp_config / "contracts.yaml").write_text("contracts:\n  - tenant: nobody\n")
+    with pytest.raises(ConfigError, match="unknown tenant 'nobody'"):
+        Config.load(tmp_config)
