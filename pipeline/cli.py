@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -31,11 +32,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             print(";\n\n".join(stmts) + ";")
             return 0
         ex = executor(settings)
+        args.resources.callback(ex.close)
         for stmt in stmts:
             ex.execute(stmt)
         print(f"applied {len(stmts)} statements on cluster {args.cluster}")
         return 0
     ex = executor(settings, Path(args.chdb) if args.chdb else None)
+    args.resources.callback(ex.close)
     applied = migrate(ex)
     print(
         f"migrations applied on {ex.engine} database {settings.clickhouse_database}: "
@@ -95,9 +98,12 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.domain.period import Period
 
     period = Period.parse(args.period)
+    config = Config.load(settings.config_dir)
+    st = store(settings)
+    args.resources.callback(st.ex.close)
     run = BillingRun(
-        Config.load(settings.config_dir),
-        store(settings),
+        config,
+        st,
         stripe_gateway(settings),
         settings.out_dir,
         _now,
@@ -142,7 +148,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     period = Period.parse(args.period)
     truth = read_truth(settings.out_dir / str(period) / "ground_truth.json")
-    v = compare(truth, stored_as_truth(store(settings), period))
+    st = store(settings)
+    args.resources.callback(st.ex.close)
+    v = compare(truth, stored_as_truth(st, period))
     print(
         json.dumps(
             {
@@ -168,6 +176,7 @@ def cmd_late(args: argparse.Namespace, settings: Settings) -> int:
 
     period = Period.parse(args.period)
     st = store(settings)
+    args.resources.callback(st.ex.close)
     rows = st.late_usage(period)
     if args.json:
         print(
@@ -209,7 +218,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "resubmit":
         from pipeline.bootstrap import executor
 
-        sent, skipped = dlq.resubmit(settings, executor(settings), args.reason, args.dry_run)
+        ex = executor(settings)
+        args.resources.callback(ex.close)
+        sent, skipped = dlq.resubmit(settings, ex, args.reason, args.dry_run)
         verb = "would re-submit" if args.dry_run else "re-submitted"
         print(
             f"dlq: {verb} {sent} dead letters to {settings.usage_topic}"
@@ -453,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("kafka", "aiokafka", "stripe"):  # client libraries log every request at INFO
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
-        return int(args.func(args, Settings()) or 0)
+        with contextlib.ExitStack() as resources:  # connections a command opens close here
+            args.resources = resources
+            return int(args.func(args, Settings()) or 0)
     except BillingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

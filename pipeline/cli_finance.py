@@ -29,13 +29,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _deps(settings: Settings) -> tuple[Any, Any, Any]:
+def _deps(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, Any]:
+    """Config, store and ledger; the ClickHouse connection closes when the command ends."""
     from pipeline.adapters.ledger import Ledger
     from pipeline.bootstrap import store
     from pipeline.config import Config
 
+    config = Config.load(settings.config_dir)
     st = store(settings)
-    return Config.load(settings.config_dir), st, Ledger(st.ex)
+    args.resources.callback(st.ex.close)
+    return config, st, Ledger(st.ex)
 
 
 def _period(text: str) -> str:
@@ -45,7 +48,7 @@ def _period(text: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    config, _store, ledger = _deps(settings)
+    config, _store, ledger = _deps(args, settings)
     views = [
         v
         for v in ledger.invoices(_period(args.period))
@@ -89,10 +92,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _document(settings: Settings, invoice_id: str) -> Any:
+def _document(args: argparse.Namespace, settings: Settings, invoice_id: str) -> Any:
     from pipeline.billing.documents import load_document
 
-    config, _store, ledger = _deps(settings)
+    config, _store, ledger = _deps(args, settings)
     doc = load_document(config, ledger, invoice_id)
     if doc is None:
         raise BillingError(BillingErrorCode.INVOICE_NOT_FOUND, f"no invoice {invoice_id!r}")
@@ -100,7 +103,7 @@ def _document(settings: Settings, invoice_id: str) -> Any:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    doc = _document(settings, args.invoice_id)
+    doc = _document(args, settings, args.invoice_id)
     if args.json:
         print(doc.model_dump_json(indent=2))
         return 0
@@ -135,7 +138,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.billing.documents import build_document, invoices_csv, write_document
 
-    config, _store, ledger = _deps(settings)
+    config, _store, ledger = _deps(args, settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     views = ledger.invoices(_period(args.period))
@@ -153,8 +156,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.billing.trace import trace_line
 
-    _config, store, ledger = _deps(settings)
-    tr = trace_line(ledger, store, args.line_id, event_limit=args.limit)
+    _config, store, ledger = _deps(args, settings)
+    tr = trace_line(
+        ledger, store, args.line_id, event_limit=args.limit, max_interval_s=settings.max_interval_s
+    )
     ln = tr.line
     c = _console()
     c.print(
@@ -199,7 +204,7 @@ def cmd_void(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.billing.invoicing import Invoicer
     from pipeline.bootstrap import stripe_gateway
 
-    config, store, ledger = _deps(settings)
+    config, store, ledger = _deps(args, settings)
     inv = Invoicer(
         config,
         store,
@@ -224,7 +229,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.billing.reconcile import EXPLANATIONS, reconcile
     from pipeline.domain.period import Period
 
-    config, store, ledger = _deps(settings)
+    config, store, ledger = _deps(args, settings)
     rec = reconcile(config, store, ledger, Period.parse(args.period))
     t = Table(title=f"Reconciliation {rec.period}: metered usage value vs invoiced")
     for col in ("tenant", "invoice", "status", "metered", *EXPLANATIONS, "invoiced", "unexpl."):
@@ -264,6 +269,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
                 indent=2,
             )
         )
+    for r in rec.tenants:
+        if args.tenant in (r.tenant_id, "all"):
+            print(r.line())
     print(rec.summary_line())
     return 0 if rec.clean else 1
 
@@ -304,6 +312,9 @@ def register(sub: Any) -> None:
     rc = sub.add_parser("reconcile", help="metered usage value vs invoiced, every difference")
     rc.add_argument("--period", required=True, help="YYYY-MM")
     rc.add_argument("--json", metavar="FILE", help="also write the per-tenant figures as JSON")
+    rc.add_argument(
+        "--tenant", default="", help="also print this tenant's line ('all': every tenant's)"
+    )
     rc.set_defaults(func=cmd_reconcile)
 
     api = sub.add_parser("api", help="the finance HTTP API and the Stripe webhook endpoint")

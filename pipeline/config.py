@@ -63,47 +63,36 @@ def load_reference(config_dir: Path) -> ReferenceData:
     return _validate(ReferenceData, data, config_dir / "tenants.yaml", code)
 
 
-def load_rate_cards(path: Path) -> dict[str, RateCard]:
-    code = BillingErrorCode.INVALID_RATE_CARD
+def _load_list(
+    path: Path, top: str, model: type[M], id_field: str, code: BillingErrorCode
+) -> dict[str, M]:
+    """A YAML file holding ``top: [...]``: each item validated, keyed by ``id_field``, unique."""
     raw = _read_yaml(path, code)
-    if not isinstance(raw, dict) or not isinstance(raw.get("rate_cards"), list):
-        raise ConfigError(path, ["expected a top-level 'rate_cards:' list"], code)
-    cards: dict[str, RateCard] = {}
-    for i, item in enumerate(raw["rate_cards"]):
+    if not isinstance(raw, dict) or not isinstance(raw.get(top), list):
+        raise ConfigError(path, [f"expected a top-level '{top}:' list"], code)
+    out: dict[str, M] = {}
+    for i, item in enumerate(raw[top]):
         try:
-            card = RateCard.model_validate(item)
+            value = model.model_validate(item)
         except ValidationError as err:
-            ident = item.get("id", i) if isinstance(item, dict) else i
-            raise ConfigError(
-                path, [f"rate_cards[{ident}].{p}" for p in _problems(err)], code
-            ) from None
-        if card.id in cards:
-            raise ConfigError(path, [f"rate card id {card.id!r} appears twice"], code)
-        cards[card.id] = card
-    return cards
+            ident = item.get(id_field, i) if isinstance(item, dict) else i
+            raise ConfigError(path, [f"{top}[{ident}].{p}" for p in _problems(err)], code) from None
+        ident = getattr(value, id_field)
+        if ident in out:
+            raise ConfigError(path, [f"{top}: {id_field} {ident!r} appears twice"], code)
+        out[ident] = value
+    return out
+
+
+def load_rate_cards(path: Path) -> dict[str, RateCard]:
+    return _load_list(path, "rate_cards", RateCard, "id", BillingErrorCode.INVALID_RATE_CARD)
 
 
 def load_contracts(path: Path) -> dict[str, Contract]:
     """``contracts.yaml`` is optional: without it every tenant is billed on its rate card."""
-    code = BillingErrorCode.INVALID_CONTRACT
     if not path.exists():
         return {}
-    raw = _read_yaml(path, code) or {}
-    if not isinstance(raw, dict) or not isinstance(raw.get("contracts", []), list):
-        raise ConfigError(path, ["expected a top-level 'contracts:' list"], code)
-    out: dict[str, Contract] = {}
-    for i, item in enumerate(raw.get("contracts", [])):
-        try:
-            contract = Contract.model_validate(item)
-        except ValidationError as err:
-            ident = item.get("tenant", i) if isinstance(item, dict) else i
-            raise ConfigError(
-                path, [f"contracts[{ident}].{p}" for p in _problems(err)], code
-            ) from None
-        if contract.tenant in out:
-            raise ConfigError(path, [f"tenant {contract.tenant!r} has two contracts"], code)
-        out[contract.tenant] = contract
-    return out
+    return _load_list(path, "contracts", Contract, "tenant", BillingErrorCode.INVALID_CONTRACT)
 
 
 def load_seller(path: Path) -> Party:

@@ -83,6 +83,12 @@ def run_demo(
         f"(gpumeter invoices list --period {period}; gpumeter invoices show ID)"
     )
     console.print(f"reconciliation (gpumeter reconcile --period {period}):")
+    example = next((t for t in rec.tenants if t.explained.get("minimum")), None)
+    if example is not None:
+        console.print(
+            f"for example {settings.out_dir / str(period) / 'invoices' / example.invoice_id}.pdf:"
+        )
+        console.print(example.line(), markup=False, soft_wrap=True)
     console.print(rec.summary_line(), markup=False, soft_wrap=True)
     dlq = sum(end_offsets(settings.kafka_bootstrap, settings.dlq_topic).values())
     console.print(

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from pipeline import __version__
 from pipeline.adapters.ledger import InvoiceView, Ledger
 from pipeline.api.auth import FINANCE, Principal, TokenAuth
+from pipeline.billing.documents import customer_party
 from pipeline.billing.invoicing import Invoicer
 from pipeline.billing.webhooks import NotYetFinalized
 from pipeline.config import Config
@@ -174,12 +176,11 @@ class Services:
 
 def _summary(config: Config, v: InvoiceView) -> InvoiceSummary:
     cur = v.currency
-    tenant = config.reference.tenants.get(v.tenant_id)
     return InvoiceSummary(
         invoice_id=v.invoice_id,
         revision=v.revision,
         tenant_id=v.tenant_id,
-        customer=tenant.name if tenant is not None else v.tenant_id,
+        customer=customer_party(config, v.tenant_id).name,
         period=v.period,
         status=v.status,  # type: ignore[arg-type]
         currency=cur,
@@ -240,6 +241,17 @@ def create_app(
             ErrorBody(code=exc.code.value, message=exc.message).model_dump(),
             status_code=status,
             headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(
+            ErrorBody(code=BillingErrorCode.INVALID_REQUEST.value, message=problems).model_dump(),
+            status_code=422,
         )
 
     bearer = HTTPBearer(auto_error=False, description="A token with the finance role.")

@@ -18,7 +18,7 @@ from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
 
 
-def _customer(config: Config, tenant_id: str) -> Party:
+def customer_party(config: Config, tenant_id: str) -> Party:
     t = config.reference.tenants.get(tenant_id)
     if t is None:
         return Party(id=tenant_id, name=tenant_id)
@@ -63,7 +63,7 @@ def build_document(
         invoice_id=view.invoice_id,
         status=view.status,  # type: ignore[arg-type]
         seller=config.seller,
-        customer=_customer(config, view.tenant_id),
+        customer=customer_party(config, view.tenant_id),
         period=view.period,
         period_start=period.start,
         period_end=period.end,
@@ -148,7 +148,7 @@ def invoices_csv(config: Config, views: list[InvoiceView]) -> str:
                 v.invoice_id,
                 v.period,
                 v.tenant_id,
-                _customer(config, v.tenant_id).name,
+                customer_party(config, v.tenant_id).name,
                 v.status,
                 v.issued_at.date().isoformat(),
                 v.due_at.date().isoformat(),

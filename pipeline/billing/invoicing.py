@@ -11,8 +11,9 @@ For one tenant and period, :meth:`Invoicer.bill`:
    line -> finalize -> send, every request with an idempotency key derived from the invoice
    revision and what it bills, then the ``finalized`` event in the ledger (last: a crash before
    it is completed by the next run with the same keys, so nothing is created twice);
-4. leaves a finalized invoice alone: a rerun reports ``unchanged``, or ``changed_after_final``
-   when usage arrived since (it goes on the next invoice as an adjustment).
+4. leaves a finalized invoice alone: a rerun reports ``unchanged``, ``changed_after_final``
+   when usage arrived since (it goes on the next invoice as an adjustment), or ``adjusted``
+   once that adjustment is on a later finalized invoice.
 
 A Stripe failure (after the gateway's retries) is recorded against the tenant and returned;
 the run goes on with the other tenants.
@@ -47,14 +48,20 @@ from pipeline.domain.usage import HourlyKey
 
 
 @dataclass
-class InvoiceOutcome:
+class TenantResult:
+    """What a billing run did for one tenant."""
+
     tenant_id: str
+    kind: str  # external | internal
     currency: str
     gpu_hours: Fraction
     amount: Decimal
-    status: str  # draft | finalized | unchanged | changed_after_final | failed | no_invoice
-    invoice_id: str = ""
+    # draft | finalized | unchanged | changed_after_final (late usage, not yet on a later
+    # invoice) | adjusted (late usage carried on a later invoice) | failed | no_invoice |
+    # charged_back (internal)
+    status: str
     document: str = ""
+    invoice_id: str = ""
     error: str = ""
 
 
@@ -110,39 +117,12 @@ class Invoicer:
 
         A closed period is composed again with the credit balances left by every other
         invoice (earlier and later ones: a credit is never drawn past its balance)."""
-        contract = self.config.contract(tenant.id)
         card = self.config.card_for(tenant.id)
         out: list[Line] = []
         drawn: dict[str, Decimal] = {}
         for closed in self.ledger.closed_before(str(period)).get(tenant.id, []):
-            original = Period.parse(closed.period)
-            rows = self.store.hourly_rows(original, tenant.id).get(tenant.id, [])
-            rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
-            now = compose(
-                original,
-                rated,
-                contract,
-                card.currency,
-                credits_used=self._merge(
-                    self.ledger.credits_used(
-                        tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
-                    ),
-                    drawn,
-                ),
-            ).lines
-            billed: dict[str, Billed] = {}
-            for ln in self.ledger.billed_lines(tenant.id, closed.period, str(period)):
-                key = (
-                    ln["line_key"].split("/", 2)[2]
-                    if ln["kind"] == "adjustment"
-                    else ln["line_key"]
-                )
-                was = billed.get(key, Billed(0, 0, Fraction(0)))
-                billed[key] = Billed(
-                    was.amount_minor + int(ln["amount_minor"]),
-                    was.usage_us + int(ln["usage_us"]),
-                    was.quantity + Fraction(ln["quantity_exact"]),
-                )
+            now = self._recompose(tenant, closed, drawn)
+            billed = self._billed(tenant, closed.period, excluding_period=str(period))
             lines = adjustment_lines(closed.period, now, billed, card.currency)
             for adj in lines:
                 key = adj.line_key.split("/", 2)[2]
@@ -152,6 +132,35 @@ class Invoicer:
             out += lines
         return out, drawn
 
+    def _recompose(
+        self, tenant: Tenant, closed: InvoiceView, drawn: dict[str, Decimal]
+    ) -> list[Line]:
+        """A closed period's lines as they would be with all usage known today."""
+        contract = self.config.contract(tenant.id)
+        card = self.config.card_for(tenant.id)
+        original = Period.parse(closed.period)
+        rows = self.store.hourly_rows(original, tenant.id).get(tenant.id, [])
+        rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
+        used = self.ledger.credits_used(
+            tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
+        )
+        return compose(
+            original, rated, contract, card.currency, credits_used=self._merge(used, drawn)
+        ).lines
+
+    def _billed(self, tenant: Tenant, period: str, excluding_period: str) -> dict[str, Billed]:
+        """Line key -> what has been charged for it so far for ``period``."""
+        billed: dict[str, Billed] = {}
+        for ln in self.ledger.billed_lines(tenant.id, period, excluding_period):
+            key = ln["line_key"].split("/", 2)[2] if ln["kind"] == "adjustment" else ln["line_key"]
+            was = billed.get(key, Billed(0, 0, Fraction(0)))
+            billed[key] = Billed(
+                was.amount_minor + int(ln["amount_minor"]),
+                was.usage_us + int(ln["usage_us"]),
+                was.quantity + Fraction(ln["quantity_exact"]),
+            )
+        return billed
+
     @staticmethod
     def _merge(a: dict[str, Decimal], b: dict[str, Decimal]) -> dict[str, Decimal]:
         out = dict(a)
@@ -160,14 +169,19 @@ class Invoicer:
         return out
 
     # -- the lifecycle ---------------------------------------------------------------------
-    def bill(self, tenant: Tenant, period: Period, rows: list[UsageRow]) -> InvoiceOutcome:
+    def bill(self, tenant: Tenant, period: Period, rows: list[UsageRow]) -> TenantResult:
         p = str(period)
         current = self.ledger.current(tenant.id, p)
         currency = self.config.card_for(tenant.id).currency
         if current is not None and current.final and current.status != "void":
             comp = self.compose_for(tenant, period, rows, current.invoice_id)
-            same = content_hash(comp.lines) == current.content_hash
-            return self._outcome(current, comp, "unchanged" if same else "changed_after_final")
+            if content_hash(comp.lines) == current.content_hash:
+                return self._outcome(current, comp, "unchanged")
+            # usage arrived after finalization: carried on a later invoice already, or pending
+            now = self._recompose(tenant, current, {})
+            billed = self._billed(tenant, p, excluding_period="")
+            pending = adjustment_lines(p, now, billed, currency)
+            return self._outcome(current, comp, "changed_after_final" if pending else "adjusted")
         if current is None:
             invoice_id = f"GM-{p}-{tenant.id}"
         elif current.status == "void":
@@ -178,7 +192,9 @@ class Invoicer:
         comp = self.compose_for(tenant, period, rows, invoice_id)
         contract = self.config.contract(tenant.id)
         if not comp.lines and not contract.zero_invoice:
-            return InvoiceOutcome(tenant.id, currency, Fraction(0), Decimal(0), "no_invoice")
+            return TenantResult(
+                tenant.id, "external", currency, Fraction(0), Decimal(0), "no_invoice"
+            )
         draft = current if current is not None and current.invoice_id == invoice_id else None
         view = self._save_draft(tenant, period, invoice_id, comp, draft, rows)
         if self.clock() < period.end + self.grace:
@@ -204,17 +220,18 @@ class Invoicer:
             return out
         return self._outcome(view, comp, "finalized")
 
-    def _outcome(self, view: InvoiceView, comp: Composition, status: str) -> InvoiceOutcome:
+    def _outcome(self, view: InvoiceView, comp: Composition, status: str) -> TenantResult:
         qty = sum((ln.quantity for ln in comp.lines if ln.kind == "usage"), Fraction(0))
         folder = self.out_root / view.period / "invoices"
-        return InvoiceOutcome(
+        return TenantResult(
             view.tenant_id,
+            "external",
             view.currency,
             qty,
             view.total,
             status,
-            view.invoice_id,
-            str(folder / f"{view.invoice_id}.pdf"),
+            document=str(folder / f"{view.invoice_id}.pdf"),
+            invoice_id=view.invoice_id,
         )
 
     def _save_draft(

@@ -58,6 +58,20 @@ class TenantReconciliation:
     def unexplained(self) -> Fraction:
         return Fraction(self.invoiced) - self.metered - sum(self.explained.values(), Fraction(0))
 
+    def line(self) -> str:
+        """One line for this tenant: every term of the equation above, in its currency."""
+
+        def m(v: Fraction | Decimal) -> str:
+            return str(round_money(Fraction(v), self.currency))
+
+        terms = " ".join(f"{k}={m(v)}" for k, v in self.explained.items() if v)
+        return (
+            f"reconcile: tenant={self.tenant_id} invoice={self.invoice_id or '-'} "
+            f"status={self.status} currency={self.currency} metered={m(self.metered)} "
+            + (terms + " " if terms else "")
+            + f"invoiced={self.invoiced} unexplained={m(self.unexplained)}"
+        )
+
 
 @dataclass
 class Reconciliation:
@@ -126,31 +140,15 @@ def reconcile(config: Config, store: Store, ledger: Ledger, period: Period) -> R
             by_kind[ln["kind"]] += amount
             if ln["kind"] == "usage":
                 usage_exact += Fraction(ln["exact_amount"])
-        lineage = {
-            (
-                s["hour"],
-                s["project_id"],
-                s["gpu_model"],
-                s["mig_profile"],
-                s["region"],
-                s["provider"],
-                s["cluster"],
-            ): UsageRow(
-                HourlyKey(
-                    tenant_id,
-                    int(s["hour"].timestamp()),
-                    s["project_id"],
-                    s["gpu_model"],
-                    s["mig_profile"],
-                    s["region"],
-                    s["provider"],
-                    s["cluster"],
-                ),
-                int(s["usage_us"]),
+        lineage: dict[HourlyKey, UsageRow] = {}
+        for src in ledger.all_line_sources(view.invoice_id, view.revision):
+            key = HourlyKey(
+                tenant_id,
+                int(src["hour"].timestamp()),
+                *(src[c] for c in ("project_id", "gpu_model", "mig_profile")),
+                *(src[c] for c in ("region", "provider", "cluster")),
             )
-            # a row behind several tier lines of one price counts once
-            for s in ledger.all_line_sources(view.invoice_id, view.revision)
-        }
+            lineage[key] = UsageRow(key, int(src["usage_us"]))  # once, even behind 2 tier lines
         billed_value = sum(
             (
                 ln.exact

@@ -28,24 +28,10 @@ from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.billing.chargeback import chargeback_rows, write_chargeback_files
 from pipeline.billing.documents import invoices_csv
-from pipeline.billing.invoicing import Invoicer
+from pipeline.billing.invoicing import Invoicer, TenantResult
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.domain.rating import rate_usage
-
-
-@dataclass
-class TenantResult:
-    tenant_id: str
-    kind: str
-    currency: str
-    gpu_hours: Fraction
-    amount: Decimal
-    # draft | finalized | unchanged | changed_after_final | failed | charged_back
-    status: str
-    document: str = ""
-    invoice_id: str = ""
-    error: str = ""
 
 
 @dataclass
@@ -111,19 +97,7 @@ class BillingRun:
                 if tenant.kind == "external":
                     o = self.invoicer.bill(tenant, period, rows)
                     if o.status != "no_invoice":
-                        report.results.append(
-                            TenantResult(
-                                o.tenant_id,
-                                "external",
-                                o.currency,
-                                o.gpu_hours,
-                                o.amount,
-                                o.status,
-                                o.document,
-                                o.invoice_id,
-                                o.error,
-                            )
-                        )
+                        report.results.append(o)
                     continue
                 card = self.config.card_for(tenant_id)
                 contract = self.config.contract(tenant_id)

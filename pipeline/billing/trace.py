@@ -4,11 +4,13 @@ usage events (CloudEvents ``source`` + ``id``) that were counted into them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
 from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.hours import US_PER_SECOND, split_by_hour
 
 
 @dataclass
@@ -20,7 +22,13 @@ class Trace:
     events_total: int = 0
 
 
-def trace_line(ledger: Ledger, store: Store, line_id: str, event_limit: int = 50) -> Trace:
+def trace_line(
+    ledger: Ledger,
+    store: Store,
+    line_id: str,
+    event_limit: int = 50,
+    max_interval_s: int = 3600,
+) -> Trace:
     invoice_id, sep, line_key = line_id.partition("/")
     view = ledger.invoice(invoice_id) if sep else None
     if view is None:
@@ -57,18 +65,24 @@ def trace_line(ledger: Ledger, store: Store, line_id: str, event_limit: int = 50
         (r["hour"], r["project_id"], r["mig_profile"], r["region"], r["provider"], r["cluster"])
         for r in out.rows
     }
+    # a sample is stored under the hour it starts in but counts in every hour it covers, so
+    # look one interval earlier and keep the samples that cover one of the rows' hours
     events = store.events_for(
         view.tenant_id,
-        min(r["hour"] for r in out.rows),
+        min(r["hour"] for r in out.rows) - timedelta(seconds=max_interval_s),
         max(r["hour"] for r in out.rows),
         line["gpu_model"],
     )
-    matching = [
-        e
-        for e in events
-        if (e["hour"], e["project_id"], e["mig_profile"], e["region"], e["provider"], e["cluster"])
-        in keys
-    ]
+    matching = []
+    for e in events:
+        dims = (e["project_id"], e["mig_profile"], e["region"], e["provider"], e["cluster"])
+        e["hours"] = [
+            datetime.fromtimestamp(h // US_PER_SECOND, UTC)
+            for h, _ in split_by_hour(e["start_us"], e["end_us"])
+            if (datetime.fromtimestamp(h // US_PER_SECOND, UTC), *dims) in keys
+        ]
+        if e["hours"]:
+            matching.append(e)
     out.events_total = len(matching)
     out.events = matching[:event_limit]
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from pipeline.domain.money import from_minor
-from pipeline.domain.rating import Line
+from pipeline.domain.rating import Line, fixed_line
 
 ADJ_PREFIX = "adj/"
 
@@ -51,22 +51,14 @@ def adjustment_lines(
         label = ln.description if ln else key
         if is_fixed(key):  # discount, minimum true-up or credit recomputed for the period
             out.append(
-                Line(
-                    line_key=f"{ADJ_PREFIX}{original_period}/{key}",
-                    description=f"Adjustment for {original_period}: {label}, recomputed with "
-                    "the usage received after that period was invoiced",
-                    gpu_model="",
-                    mig_profile="",
-                    quantity=Fraction(1),
-                    unit_price=amount,
-                    amount=amount,
-                    currency=currency,
-                    hourly_rows=0,
-                    usage_us=0,
-                    busy_us=0,
-                    kind="adjustment",
-                    period_ref=original_period,
-                    unit="",
+                fixed_line(
+                    f"{ADJ_PREFIX}{original_period}/{key}",
+                    "adjustment",
+                    f"Adjustment for {original_period}: {label}, recomputed with the usage "
+                    "received after that period was invoiced",
+                    amount,
+                    currency,
+                    original_period,
                 )
             )
             continue

@@ -45,6 +45,7 @@ class BillingErrorCode(StrEnum):
     WEBHOOK_SIGNATURE = "billing.webhook_signature_invalid"
     UNAUTHORIZED = "billing.unauthorized"
     FORBIDDEN = "billing.forbidden"
+    INVALID_REQUEST = "billing.invalid_request"
 
 
 class BillingError(Exception):

@@ -30,7 +30,7 @@ from pipeline.domain.charges import discount, minimum
 from pipeline.domain.contracts import Contract
 from pipeline.domain.money import round_money
 from pipeline.domain.period import Period
-from pipeline.domain.rating import Line, RatedUsage
+from pipeline.domain.rating import Line, RatedUsage, fixed_line
 
 
 @dataclass(frozen=True)
@@ -54,24 +54,6 @@ class Composition:
         return self.total - self.credits
 
 
-def _fixed(key: str, kind: str, description: str, amount: Decimal, currency: str) -> Line:
-    return Line(
-        line_key=key,
-        description=description,
-        gpu_model="",
-        mig_profile="",
-        quantity=Fraction(1),
-        unit_price=amount,
-        amount=amount,
-        currency=currency,
-        hourly_rows=0,
-        usage_us=0,
-        busy_us=0,
-        kind=kind,
-        unit="",
-    )
-
-
 def compose(
     period: Period,
     usage: RatedUsage,
@@ -86,7 +68,7 @@ def compose(
     # 2. discount
     pct = contract.discount_pct
     disc = discount.apply("Contract discount", usage_total, pct, currency)
-    lines += [_fixed("discount", "discount", c.label, c.amount, currency) for c in disc]
+    lines += [fixed_line("discount", "discount", c.label, c.amount, currency) for c in disc]
     after_discount = usage_total + sum((c.amount for c in disc), Decimal(0))
 
     # 3. minimum commitment
@@ -94,7 +76,7 @@ def compose(
     if contract.minimum_commitment is not None:
         commitment = round_money(contract.minimum_commitment, currency)
         for c in minimum.true_up(after_discount, commitment):
-            lines.append(_fixed("minimum", "minimum", c.label, c.amount, currency))
+            lines.append(fixed_line("minimum", "minimum", c.label, c.amount, currency))
             trued += c.amount
 
     # 4. adjustments of earlier periods
@@ -118,7 +100,7 @@ def compose(
             cap -= paid
             if paid > 0:
                 lines.append(
-                    _fixed(
+                    fixed_line(
                         f"credit/{d.credit_id}",
                         "credit",
                         f"Prepaid credit {d.credit_id} applied "

@@ -249,6 +249,28 @@ class Line:
         return Fraction(self.amount) if self.exact_amount is None else self.exact_amount
 
 
+def fixed_line(
+    key: str, kind: str, description: str, amount: Decimal, currency: str, period_ref: str = ""
+) -> Line:
+    """A line without usage behind it (discount, true-up, credit, their adjustments)."""
+    return Line(
+        line_key=key,
+        description=description,
+        gpu_model="",
+        mig_profile="",
+        quantity=Fraction(1),
+        unit_price=amount,
+        amount=amount,
+        currency=currency,
+        hourly_rows=0,
+        usage_us=0,
+        busy_us=0,
+        kind=kind,
+        period_ref=period_ref,
+        unit="",
+    )
+
+
 def gpu_hours(usage_us: int, fraction: Fraction) -> Fraction:
     return Fraction(usage_us, HOUR_US) * fraction
 
@@ -326,10 +348,10 @@ def rate_usage(
         for r, q in zip(members, qtys, strict=True):
             if total_qty:
                 hourly[r.key.hour_s] += exact_total * q / total_qty
-        for i, c in enumerate(charges, start=1):
+        for c in charges:
             lines.append(
                 _usage_line(
-                    f"{model}/tier{i}" + (f"@{pkey}" if pkey else ""),
+                    f"{model}/tier{c.tier}" + (f"@{pkey}" if pkey else ""),
                     c.label,
                     model,
                     "",

@@ -15,6 +15,7 @@ from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, recording_http_client
 from pipeline.billing.reconcile import reconcile
 from pipeline.billing.run import BillingRun
+from pipeline.billing.trace import trace_line
 from pipeline.config import Config
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
@@ -112,6 +113,28 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
         assert all(i.startswith("ii_") for i in items.values())
     rec = reconcile(config, store, ledger, period)
     assert rec.clean and len(rec.tenants) == len(invoices), rec.summary_line()
+
+    # lineage: an invoice line -> the hourly rows behind it -> the events counted into them
+    inv = max(invoices, key=lambda v: v.total_minor)
+    line = max(
+        (ln for ln in ledger.lines(inv.invoice_id, inv.revision) if ln["kind"] == "usage"),
+        key=lambda ln: ln["amount_minor"],
+    )
+    tr = trace_line(ledger, store, line["line_id"], event_limit=10**9)
+    assert (
+        sum(r["usage_us"] for r in tr.rows)
+        == line["usage_us"]
+        == sum(r["usage_us_now"] for r in tr.rows)
+    )
+    assert len(tr.rows) == line["hourly_rows"] and tr.events_total == len(tr.events) > 0
+    # every sample of those rows, and none other: their µs inside the rows' hours add up
+    in_rows = 0
+    for e in tr.events:
+        for hour in e["hours"]:
+            h0 = int(hour.timestamp()) * 10**6
+            overlap = min(e["end_us"], h0 + 3600 * 10**6) - max(e["start_us"], h0)
+            in_rows += overlap * e["gpu_count"]
+    assert in_rows == line["usage_us"]
     internal = {t for t, ten in config.reference.tenants.items() if ten.kind == "internal"}
     charged = defaultdict(int)
     for row in store.chargeback(str(period)):

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from pipeline.adapters.clickhouse import migrate
@@ -37,12 +37,6 @@ from pipeline.domain.lifecycle import StatusEvent
 from pipeline.domain.money import to_minor
 from pipeline.settings import Settings
 from tests.services import drop_database, server_executor
-
-with warnings.catch_warnings():
-    # starlette 1.10 prefers httpx2 for its TestClient and warns (at import) when it finds httpx;
-    # the fix is httpx2 in the dev dependencies
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 clickhouse = pytest.mark.clickhouse
 
@@ -487,10 +481,13 @@ def test_invalid_period_says_what_is_wrong(api: Api, period: str, says: str) -> 
 
 @clickhouse
 def test_missing_period_or_unknown_status_is_422(api: Api) -> None:
-    assert api.get("/invoices").status_code == 422
+    r = api.get("/invoices")
+    assert r.status_code == 422
+    assert r.json()["code"] == "billing.invalid_request" and "period" in r.json()["message"]
     assert api.get("/invoices/export.csv").status_code == 422  # not taken for an invoice id
     r = api.get("/invoices", params={"period": "2026-10", "status": "settled"})
     assert r.status_code == 422
+    assert r.json()["code"] == "billing.invalid_request" and "status" in r.json()["message"]
 
 
 @clickhouse

@@ -26,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.adapters.clickhouse import ChdbExecutor, migrate
-from pipeline.adapters.ledger import InvoiceView, Ledger
+from pipeline.adapters.ledger import HEADER_COLS, InvoiceView, Ledger
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.billing.reconcile import Reconciliation, reconcile
@@ -36,27 +36,14 @@ from pipeline.domain.contracts import Contract
 from pipeline.domain.period import Period
 from pipeline.domain.rating import RateCard, idempotency_key
 from pipeline.domain.reference import GpuCatalog, ReferenceData
+from pipeline.worker.sink import HOURLY_COLUMNS
 from tests.stripe_fake import FakeStripe
 
 pytestmark = [pytest.mark.chdb]
 
 H = 3_600_000_000  # one GPU-hour in micro-seconds
 OCT, NOV, DEC = Period.parse("2026-10"), Period.parse("2026-11"), Period.parse("2026-12")
-USAGE_COLUMNS = [
-    "tenant_id",
-    "hour",
-    "project_id",
-    "gpu_model",
-    "mig_profile",
-    "region",
-    "provider",
-    "cluster",
-    "usage_us",
-    "busy_us",
-    "samples",
-    "version",
-    "updated_at",
-]
+USAGE_COLUMNS = [c for c in HOURLY_COLUMNS if c != "late_us"]
 
 
 def at(month: int, day: int, hour: int = 0, year: int = 2026) -> datetime:
@@ -338,6 +325,7 @@ def test_volume_tiers_at_their_boundary(world: World) -> None:
     # exactly 1000 h: every unit at the tier-1 price, 1000 x 3.19 = 3190.00
     r = result(report, "v-1000")
     (line,) = world.lines(r.invoice_id).values()
+    assert line["line_key"] == "H200/tier1"
     assert (line["kind"], line["unit_price"], line["amount_minor"]) == ("usage", "3.19", 319000)
     assert Fraction(line["quantity_exact"]) == 1000
     assert r.amount == Decimal("3190.00")
@@ -345,7 +333,7 @@ def test_volume_tiers_at_their_boundary(world: World) -> None:
     # 1001 h: every unit at the tier-2 price, 1001 x 2.89 = 2892.89 (less than for 1000 h)
     r = result(report, "v-1001")
     (line,) = world.lines(r.invoice_id).values()
-    assert line["line_key"].startswith("H200/")
+    assert line["line_key"] == "H200/tier2"
     assert "volume tier 2" in line["description"]
     assert (line["unit_price"], line["amount_minor"]) == ("2.89", 289289)
     assert Fraction(line["quantity_exact"]) == 1001
@@ -591,6 +579,8 @@ def test_late_usage_after_finalization_goes_on_the_next_invoice(world: World) ->
     r = result(world.bill(NOV), "late")
     assert (r.status, r.amount) == ("unchanged", Decimal("16.00"))
     assert len(world.fake.created("invoiceitem")) == items
+    # October again: its late usage is now on November's invoice
+    assert result(world.bill(OCT), "late").status == "adjusted"
 
     rec = world.reconcile(OCT)
     assert rec.clean and rec.tenants[0].adjusted_later == Decimal("6.00")
@@ -883,3 +873,49 @@ def test_void_then_replacement_invoice(world: World) -> None:
     assert world.stripe_counts() == counts == (1, 2, 2)
     rec = world.reconcile(OCT)
     assert rec.clean and rec.tenants[0].invoice_id == r.invoice_id
+
+
+# -- 12. reconciliation catches what it must --------------------------------------------------
+
+
+def test_reconcile_flags_a_tampered_total_and_unbilled_usage(world: World) -> None:
+    world.configure([external("one", "list-usd"), external("two", "list-usd")], [per_unit_card()])
+    world.spread("one", at(10, 1), 24, 48 * H)  # 96.00
+    world.bill(OCT, OCT_FINAL)
+    rec = world.reconcile(OCT)
+    assert rec.clean
+    (one,) = rec.tenants
+    assert one.line() == (
+        "reconcile: tenant=one invoice=GM-2026-10-one status=finalized currency=USD "
+        "metered=96.00 invoiced=96.00 unexplained=0.00"
+    )
+
+    # a revision whose header claims one cent more than its lines
+    view = world.invoice(gm(OCT, "one"))
+    header = {
+        **{k: getattr(view, k) for k in HEADER_COLS},
+        "revision": view.revision + 1,
+        "total_minor": view.total_minor + 1,
+    }
+    lines = [
+        {**ln, "revision": view.revision + 1}
+        for ln in world.ledger.lines(view.invoice_id, view.revision)
+    ]
+    cols = ["invoice_id", "revision", "line_key", "tenant_id", "hour", "project_id"]
+    cols += ["gpu_model", "mig_profile", "region", "provider", "cluster", "usage_us"]
+    sources = [
+        {**dict(zip(cols, r, strict=True)), "revision": view.revision + 1}
+        for r in world.ex.execute(
+            f"SELECT {', '.join(cols)} FROM ledger_line_sources WHERE invoice_id = %(i)s",
+            {"i": view.invoice_id},
+        )
+    ]
+    world.ledger.save_revision(header, lines, sources)
+    # usage of a tenant that no billing run has seen
+    world.spread("two", at(10, 2), 1, 1 * H)  # 2.00
+    rec = world.reconcile(OCT)
+    assert not rec.clean
+    by = {t.tenant_id: t for t in rec.tenants}
+    assert by["one"].unexplained == Fraction(1, 100)
+    assert (by["two"].status, by["two"].unexplained) == ("not_invoiced", Fraction(-2))
+    assert rec.summary_line().endswith("unexplained=USD:-1.99")

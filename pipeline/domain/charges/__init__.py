@@ -27,6 +27,7 @@ class Charge:
     quantity: Fraction
     unit_price: Decimal
     amount: Decimal
+    tier: int = 0  # 1-based tier of a graduated or volume charge, 0 otherwise
 
 
 class Tier(BaseModel):

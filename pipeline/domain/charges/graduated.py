@@ -24,6 +24,7 @@ def charge(label: str, quantity: Fraction, tiers: list[Tier], currency: str) -> 
                 in_tier,
                 tier.price,
                 round_money(in_tier * Fraction(tier.price), currency),
+                tier=i + 1,
             )
         )
         if upper is None or quantity <= upper:

@@ -18,6 +18,7 @@ def charge(label: str, quantity: Fraction, tiers: list[Tier], currency: str) -> 
                     quantity,
                     tier.price,
                     round_money(quantity * Fraction(tier.price), currency),
+                    tier=i + 1,
                 )
             ]
     raise AssertionError("unreachable: the last tier is open")
