@@ -360,6 +360,7 @@ def billing_month(settings: Settings, config: Config, tenants: int, root: Path) 
         stripe_gateway(settings),
         root / "bill-out",
         lambda: datetime.now(UTC),
+        stripe_threads=settings.stripe_threads,
     )
     t0 = time.monotonic()
     report = run.run(period)

@@ -109,6 +109,7 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
         _now,
         grace=timedelta(hours=settings.draft_grace_h),
         progress=True,
+        stripe_threads=settings.stripe_threads,
     )
     report = run.run(period)
     from pipeline.report import print_billing

@@ -73,6 +73,7 @@ def run_demo(
         lambda: datetime.now(UTC),
         grace=timedelta(hours=settings.draft_grace_h),
         progress=True,
+        stripe_threads=settings.stripe_threads,
     )
     report = cfg_run.run(period)
     print_billing(report, console)

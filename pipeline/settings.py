@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr = SecretStr("sk_test_123")
     stripe_api_base: str = "http://127.0.0.1:12111"
     stripe_max_retries: int = 4  # rate limits, 5xx and network errors, with backoff
+    stripe_threads: int = 4  # invoices synced to Stripe concurrently by a billing run
     # webhook signing secret (whsec_...): events whose signature does not verify are refused
     stripe_webhook_secret: SecretStr = SecretStr("whsec_gpumeter_local_test_secret")
 

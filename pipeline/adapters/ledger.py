@@ -108,7 +108,15 @@ class Ledger:
         lines: list[dict[str, Any]],
         sources: list[dict[str, Any]],
     ) -> None:
-        """Lineage and lines first, the header last: a revision is visible only when whole."""
+        self.save_revisions([(header, lines, sources)])
+
+    def save_revisions(
+        self,
+        revisions: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]],
+    ) -> None:
+        """Lineage and lines first, the headers last: a revision is visible only when whole."""
+        sources = [r for _, _, srcs in revisions for r in srcs]
+        lines = [ln for _, lns, _ in revisions for ln in lns]
         if sources:
             self.ex.insert(
                 "ledger_line_sources", list(sources[0]), [tuple(r.values()) for r in sources]
@@ -117,9 +125,17 @@ class Ledger:
             self.ex.insert(
                 "ledger_lines", LINE_COLS, [tuple(r[c] for c in LINE_COLS) for r in lines]
             )
-        self.ex.insert("ledger_invoices", HEADER_COLS, [tuple(header[c] for c in HEADER_COLS)])
+        if revisions:
+            self.ex.insert(
+                "ledger_invoices",
+                HEADER_COLS,
+                [tuple(h[c] for c in HEADER_COLS) for h, _, _ in revisions],
+            )
 
     def append_event(self, inv: InvoiceView, event: StatusEvent) -> None:
+        self.append_events([(inv, event)])
+
+    def append_events(self, events: list[tuple[InvoiceView, StatusEvent]]) -> None:
         self.ex.insert(
             "invoice_events",
             ["invoice_id", "tenant_id", "period", *EVENT_COLS],
@@ -128,14 +144,15 @@ class Ledger:
                     inv.invoice_id,
                     inv.tenant_id,
                     inv.period,
-                    event.key,
-                    event.status,
-                    event.at,
-                    event.seq,
-                    event.source,
-                    event.source_ref,
-                    event.detail,
+                    e.key,
+                    e.status,
+                    e.at,
+                    e.seq,
+                    e.source,
+                    e.source_ref,
+                    e.detail,
                 )
+                for inv, e in events
             ],
         )
 
@@ -195,10 +212,15 @@ class Ledger:
         found = live or views
         return found[-1] if found else None
 
-    def closed_before(self, period: str) -> dict[str, list[InvoiceView]]:
+    def closed_before(
+        self, period: str, tenant_id: str | None = None
+    ) -> dict[str, list[InvoiceView]]:
         """Tenant -> its finalized (not void) invoices of periods before ``period``."""
         out: dict[str, list[InvoiceView]] = defaultdict(list)
-        for v in self._views("period < %(p)s", {"p": period}):
+        where, params = "period < %(p)s", {"p": period}
+        if tenant_id is not None:
+            where, params = where + " AND tenant_id = %(t)s", {**params, "t": tenant_id}
+        for v in self._views(where, params):
             if v.final and v.status != "void":
                 out[v.tenant_id].append(v)
         return dict(out)

@@ -134,18 +134,18 @@ class Store:
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     # -- Stripe customers ------------------------------------------------------------------
-    def stripe_customer(self, tenant_id: str) -> str | None:
+    def stripe_customers(self) -> dict[str, str]:
         rows = self.ex.execute(
-            "SELECT stripe_customer_id FROM stripe_customers FINAL WHERE tenant_id = %(t)s",
-            {"t": tenant_id},
+            "SELECT tenant_id, stripe_customer_id FROM stripe_customers FINAL", {}
         )
-        return str(rows[0][0]) if rows else None
+        return {str(t): str(c) for t, c in rows}
 
-    def save_stripe_customer(self, tenant_id: str, customer_id: str) -> None:
+    def save_stripe_customers(self, customers: dict[str, str]) -> None:
+        now = datetime.now(UTC)
         self.ex.insert(
             "stripe_customers",
             ["tenant_id", "stripe_customer_id", "created_at"],
-            [(tenant_id, customer_id, datetime.now(UTC))],
+            [(t, c, now) for t, c in sorted(customers.items())],
         )
 
 

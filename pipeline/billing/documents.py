@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -29,11 +32,16 @@ def _qty(text: str) -> Decimal:
     return Decimal(text)
 
 
+# the order lines appear on a document: usage, then what changes it
+KIND_ORDER = {"usage": 0, "adjustment": 1, "discount": 2, "minimum": 3, "credit": 4, "tax": 5}
+
+
 def build_document(
     config: Config, view: InvoiceView, lines: list[dict[str, Any]]
 ) -> InvoiceDocument:
     period = Period.parse(view.period)
     cur = view.currency
+    lines = sorted(lines, key=lambda ln: (KIND_ORDER.get(ln["kind"], 9), ln["line_key"]))
     doc_lines = [
         DocumentLine(
             line_id=ln["line_id"],
@@ -119,6 +127,29 @@ def write_document(folder: Path, doc: InvoiceDocument) -> tuple[Path, Path]:
     js.write_text(doc.model_dump_json(indent=2))
     pdf.write_bytes(render_pdf(doc))
     return js, pdf
+
+
+def _render(doc: InvoiceDocument) -> bytes:
+    from pipeline.billing.pdf import render_pdf
+
+    return render_pdf(doc)
+
+
+def write_documents(docs: list[tuple[Path, InvoiceDocument]], parallel_from: int = 16) -> None:
+    """Write many documents; PDFs are rendered in worker processes (CPU-bound, pure Python)
+    when there are at least ``parallel_from`` of them."""
+    if len(docs) < parallel_from:
+        for folder, doc in docs:
+            write_document(folder, doc)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding connections
+    workers = min(os.cpu_count() or 1, 8)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pdfs = pool.map(_render, [doc for _, doc in docs], chunksize=8)
+        for (folder, doc), pdf in zip(docs, pdfs, strict=True):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{doc.invoice_id}.json").write_text(doc.model_dump_json(indent=2))
+            (folder / f"{doc.invoice_id}.pdf").write_bytes(pdf)
 
 
 CSV_HEADER = [

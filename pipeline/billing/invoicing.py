@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -34,9 +35,16 @@ from typing import Any
 from pipeline.adapters.ledger import InvoiceView, Ledger
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, StripeSyncError
-from pipeline.billing.documents import build_document, credit_note, fraction_text, write_document
+from pipeline.billing.documents import (
+    build_document,
+    credit_note,
+    fraction_text,
+    write_document,
+    write_documents,
+)
 from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.documents import InvoiceDocument
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.invoice import Composition, compose
 from pipeline.domain.lifecycle import StatusEvent, allowed
@@ -63,6 +71,40 @@ class TenantResult:
     document: str = ""
     invoice_id: str = ""
     error: str = ""
+
+
+Revision = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Due:
+    """A draft whose grace period is over: to be finalized and sent through Stripe."""
+
+    tenant: Tenant
+    view: InvoiceView
+    comp: Composition
+
+
+@dataclass(frozen=True)
+class Synced:
+    customer: str
+    invoice: str  # Stripe invoice id ("" when it failed)
+    items: dict[str, str]  # line key -> Stripe invoice item id
+    error: StripeSyncError | None
+
+
+@dataclass
+class Known:
+    """What the ledger holds for a run's period, read once for all tenants."""
+
+    views: dict[str, list[InvoiceView]]  # tenant -> its invoices of the period, oldest first
+    closed: dict[str, list[InvoiceView]]  # tenant -> finalized invoices of earlier periods
+
+    def current(self, tenant_id: str) -> InvoiceView | None:
+        views = self.views.get(tenant_id, [])
+        live = [v for v in views if v.status != "void"]
+        found = live or views
+        return found[-1] if found else None
 
 
 def content_hash(lines: list[Line]) -> str:
@@ -97,21 +139,33 @@ class Invoicer:
         self.out_root = out_root
         self.clock = clock
         self.grace = grace
+        self.documents: list[tuple[Path, InvoiceDocument]] = []
+        self.drafts: list[tuple[Revision, tuple[InvoiceView, StatusEvent]]] = []
 
     # -- composition -----------------------------------------------------------------------
+    def prefetch(self, period: Period, tenant_id: str | None = None) -> Known:
+        views: dict[str, list[InvoiceView]] = {}
+        for v in self.ledger.invoices(str(period), tenant_id):
+            views.setdefault(v.tenant_id, []).append(v)
+        return Known(views, self.ledger.closed_before(str(period), tenant_id))
+
     def compose_for(
-        self, tenant: Tenant, period: Period, rows: list[UsageRow], invoice_id: str
+        self, tenant: Tenant, period: Period, rows: list[UsageRow], known: Known
     ) -> Composition:
         contract = self.config.contract(tenant.id)
         card = self.config.card_for(tenant.id)
         rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
-        adjustments, drawn = self._adjustments(tenant, period)
-        used = self.ledger.credits_used(tenant.id, before_period=str(period))
-        for credit_id, amount in drawn.items():
-            used[credit_id] = used.get(credit_id, Decimal(0)) + amount
+        adjustments, drawn = self._adjustments(tenant, known.closed.get(tenant.id, []), str(period))
+        used: dict[str, Decimal] = {}
+        if contract.credits:
+            used = self._merge(
+                self.ledger.credits_used(tenant.id, before_period=str(period)), drawn
+            )
         return compose(period, rated, contract, card.currency, adjustments, used)
 
-    def _adjustments(self, tenant: Tenant, period: Period) -> tuple[list[Line], dict[str, Decimal]]:
+    def _adjustments(
+        self, tenant: Tenant, closed_invoices: list[InvoiceView], period: str
+    ) -> tuple[list[Line], dict[str, Decimal]]:
         """Late usage of the tenant's already-invoiced earlier periods, as lines for this one,
         and the prepaid credit those lines draw (so this period cannot draw it again).
 
@@ -120,9 +174,9 @@ class Invoicer:
         card = self.config.card_for(tenant.id)
         out: list[Line] = []
         drawn: dict[str, Decimal] = {}
-        for closed in self.ledger.closed_before(str(period)).get(tenant.id, []):
+        for closed in closed_invoices:
             now = self._recompose(tenant, closed, drawn)
-            billed = self._billed(tenant, closed.period, excluding_period=str(period))
+            billed = self._billed(tenant, closed.period, excluding_period=period)
             lines = adjustment_lines(closed.period, now, billed, card.currency)
             for adj in lines:
                 key = adj.line_key.split("/", 2)[2]
@@ -141,9 +195,11 @@ class Invoicer:
         original = Period.parse(closed.period)
         rows = self.store.hourly_rows(original, tenant.id).get(tenant.id, [])
         rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
-        used = self.ledger.credits_used(
-            tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
-        )
+        used: dict[str, Decimal] = {}
+        if contract.credits:
+            used = self.ledger.credits_used(
+                tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
+            )
         return compose(
             original, rated, contract, card.currency, credits_used=self._merge(used, drawn)
         ).lines
@@ -169,56 +225,116 @@ class Invoicer:
         return out
 
     # -- the lifecycle ---------------------------------------------------------------------
-    def bill(self, tenant: Tenant, period: Period, rows: list[UsageRow]) -> TenantResult:
+    def bill(
+        self, tenant: Tenant, period: Period, rows: list[UsageRow], known: Known | None = None
+    ) -> TenantResult:
+        """Bill one tenant (see the module doc); a billing run uses :meth:`prepare` and
+        :meth:`finalize_all` to sync many invoices to Stripe concurrently."""
+        result, due = self.prepare(tenant, period, rows, known)
+        self.flush_drafts()
+        return self.finalize_all([due])[0] if due is not None else result
+
+    def prepare(
+        self, tenant: Tenant, period: Period, rows: list[UsageRow], known: Known | None = None
+    ) -> tuple[TenantResult, Due | None]:
+        """Steps 1-2 (and 4): the result, and the invoice to finalize when it is due."""
         p = str(period)
-        current = self.ledger.current(tenant.id, p)
+        known = known or self.prefetch(period, tenant.id)
+        current = known.current(tenant.id)
         currency = self.config.card_for(tenant.id).currency
         if current is not None and current.final and current.status != "void":
-            comp = self.compose_for(tenant, period, rows, current.invoice_id)
+            comp = self.compose_for(tenant, period, rows, known)
             if content_hash(comp.lines) == current.content_hash:
-                return self._outcome(current, comp, "unchanged")
+                self._ensure_document(current)
+                return self._outcome(current, comp, "unchanged"), None
             # usage arrived after finalization: carried on a later invoice already, or pending
             now = self._recompose(tenant, current, {})
             billed = self._billed(tenant, p, excluding_period="")
             pending = adjustment_lines(p, now, billed, currency)
-            return self._outcome(current, comp, "changed_after_final" if pending else "adjusted")
+            status = "changed_after_final" if pending else "adjusted"
+            return self._outcome(current, comp, status), None
         if current is None:
             invoice_id = f"GM-{p}-{tenant.id}"
         elif current.status == "void":
-            n = len(self.ledger.invoices(p, tenant.id)) + 1
+            n = len(known.views.get(tenant.id, [])) + 1
             invoice_id = f"GM-{p}-{tenant.id}-R{n}"
         else:
             invoice_id = current.invoice_id
-        comp = self.compose_for(tenant, period, rows, invoice_id)
+        comp = self.compose_for(tenant, period, rows, known)
         contract = self.config.contract(tenant.id)
         if not comp.lines and not contract.zero_invoice:
-            return TenantResult(
+            empty = TenantResult(
                 tenant.id, "external", currency, Fraction(0), Decimal(0), "no_invoice"
             )
+            return empty, None
         draft = current if current is not None and current.invoice_id == invoice_id else None
         view = self._save_draft(tenant, period, invoice_id, comp, draft, rows)
         if self.clock() < period.end + self.grace:
-            return self._outcome(view, comp, "draft")
-        try:
-            view = self._finalize(tenant, view, comp)
-        except StripeSyncError as exc:
-            self.ledger.record_failure(
-                {
-                    "period": p,
-                    "tenant_id": tenant.id,
-                    "invoice_id": invoice_id,
-                    "at": self.clock(),
-                    "stage": "stripe_sync",
-                    "transient": int(exc.transient),
-                    "http_status": exc.http_status or 0,
-                    "code": exc.code,
-                    "message": str(exc),
-                }
+            return self._outcome(view, comp, "draft"), None
+        return self._outcome(view, comp, "finalizing"), Due(tenant, view, comp)
+
+    def finalize_all(self, due: list[Due], threads: int = 1) -> list[TenantResult]:
+        """Step 3 for many invoices: the Stripe requests of different invoices run in
+        ``threads`` threads (each invoice's own requests stay in order); the ledger is written
+        from this thread only, after Stripe: customers, failures, then the ``finalized``
+        events in one insert."""
+        if not due:
+            return []
+        customers = self.store.stripe_customers()
+        if threads > 1 and len(due) > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                synced = list(pool.map(lambda d: self._sync(d, customers), due))
+        else:
+            synced = [self._sync(d, customers) for d in due]
+        new_customers = {
+            d.tenant.id: s.customer
+            for d, s in zip(due, synced, strict=True)
+            if s.customer and d.tenant.id not in customers
+        }
+        self.store.save_stripe_customers(new_customers)
+        results, events = [], []
+        now = self.clock()
+        for d, s in zip(due, synced, strict=True):
+            if s.error is not None:
+                self.ledger.record_failure(
+                    {
+                        "period": d.view.period,
+                        "tenant_id": d.tenant.id,
+                        "invoice_id": d.view.invoice_id,
+                        "at": now,
+                        "stage": "stripe_sync",
+                        "transient": int(s.error.transient),
+                        "http_status": s.error.http_status or 0,
+                        "code": s.error.code,
+                        "message": str(s.error),
+                    }
+                )
+                out = self._outcome(d.view, d.comp, "failed")
+                out.error = f"{s.error.code}: {s.error}"
+                results.append(out)
+                continue
+            detail = json.dumps({"customer": s.customer, "items": s.items}, sort_keys=True)
+            events.append(
+                (
+                    d.view,
+                    StatusEvent(
+                        "finalized", "finalized", now, _seq(now), "billing", s.invoice, detail
+                    ),
+                )
             )
-            out = self._outcome(view, comp, "failed")
-            out.error = f"{exc.code}: {exc}"
-            return out
-        return self._outcome(view, comp, "finalized")
+            final = replace(d.view, status="finalized", stripe_invoice_id=s.invoice)
+            rows = self._line_rows(
+                final.invoice_id,
+                final.revision,
+                final.tenant_id,
+                final.period,
+                final.currency,
+                d.comp,
+            )
+            self._queue_document(final, rows)
+            results.append(self._outcome(final, d.comp, "finalized"))
+        self.ledger.append_events(events)
+        return results
 
     def _outcome(self, view: InvoiceView, comp: Composition, status: str) -> TenantResult:
         qty = sum((ln.quantity for ln in comp.lines if ln.kind == "usage"), Fraction(0))
@@ -266,35 +382,10 @@ class Invoicer:
             "due_at": issued + timedelta(days=self.config.contract(tenant.id).payment_terms_days),
             "created_at": now,
         }
-        lines, sources = [], []
+        lines = self._line_rows(invoice_id, revision, tenant.id, str(period), currency, comp)
+        sources = []
         usage_by_key = {r.key.encode(): r.usage_us for r in rows}
         for ln in comp.lines:
-            lines.append(
-                {
-                    "invoice_id": invoice_id,
-                    "revision": revision,
-                    "line_key": ln.line_key,
-                    "line_id": f"{invoice_id}/{ln.line_key}",
-                    "tenant_id": tenant.id,
-                    "period": str(period),
-                    "kind": ln.kind,
-                    "period_ref": ln.period_ref or str(period),
-                    "description": ln.description,
-                    "gpu_model": ln.gpu_model,
-                    "mig_profile": ln.mig_profile,
-                    "quantity": str(ln.quantity_display),
-                    "quantity_exact": fraction_text(ln.quantity),
-                    "unit": ln.unit,
-                    "unit_price": str(ln.unit_price),
-                    "amount_minor": ln.amount_minor,
-                    "exact_amount": fraction_text(ln.exact),
-                    "currency": currency,
-                    "usage_us": ln.usage_us,
-                    "hourly_rows": ln.hourly_rows,
-                    "stripe_invoice_item_id": "",
-                    "idempotency_key": self._item_key(invoice_id, ln),
-                }
-            )
             if ln.kind == "usage":
                 for text in ln.source_keys:
                     k = HourlyKey.decode(text)
@@ -314,67 +405,116 @@ class Invoicer:
                             "usage_us": usage_by_key[text],
                         }
                     )
-        self.ledger.save_revision(header, lines, sources)
         view = InvoiceView(**header)
-        self.ledger.append_event(
-            view,
-            StatusEvent(f"draft/r{revision}", "draft", now, _seq(now), "billing", "", ""),
-        )
+        event = StatusEvent(f"draft/r{revision}", "draft", now, _seq(now), "billing", "", "")
+        self.drafts.append(((header, lines, sources), (view, event)))
         return view
+
+    def flush_drafts(self) -> None:
+        """Step 2 for every tenant prepared so far, in one insert per table (before any of
+        them is sent to Stripe)."""
+        self.ledger.save_revisions([rev for rev, _ in self.drafts])
+        self.ledger.append_events([ev for _, ev in self.drafts])
+        self.drafts.clear()
+
+    def _line_rows(
+        self,
+        invoice_id: str,
+        revision: int,
+        tenant_id: str,
+        period: str,
+        currency: str,
+        comp: Composition,
+    ) -> list[dict[str, Any]]:
+        """The ledger rows of a revision's lines."""
+        return [
+            {
+                "invoice_id": invoice_id,
+                "revision": revision,
+                "line_key": ln.line_key,
+                "line_id": f"{invoice_id}/{ln.line_key}",
+                "tenant_id": tenant_id,
+                "period": period,
+                "kind": ln.kind,
+                "period_ref": ln.period_ref or period,
+                "description": ln.description,
+                "gpu_model": ln.gpu_model,
+                "mig_profile": ln.mig_profile,
+                "quantity": str(ln.quantity_display),
+                "quantity_exact": fraction_text(ln.quantity),
+                "unit": ln.unit,
+                "unit_price": str(ln.unit_price),
+                "amount_minor": ln.amount_minor,
+                "exact_amount": fraction_text(ln.exact),
+                "currency": currency,
+                "usage_us": ln.usage_us,
+                "hourly_rows": ln.hourly_rows,
+                "stripe_invoice_item_id": "",
+                "idempotency_key": self._item_key(invoice_id, ln),
+            }
+            for ln in comp.lines
+        ]
 
     @staticmethod
     def _item_key(invoice_id: str, ln: Line) -> str:
         return idempotency_key("item", invoice_id, ln.line_key, ln.amount_minor, ln.quantity)
 
-    def _finalize(self, tenant: Tenant, view: InvoiceView, comp: Composition) -> InvoiceView:
+    def _sync(self, due: Due, customers: dict[str, str]) -> Synced:
+        """Stripe only (no ledger I/O, safe in a thread): customer -> invoice -> items ->
+        finalize -> send, each with its idempotency key."""
+        tenant, view, comp = due.tenant, due.view, due.comp
         inv_id, p, cur = view.invoice_id, view.period, view.currency
         basis = (inv_id, view.revision, view.content_hash)
-        customer = self.store.stripe_customer(tenant.id)
-        if customer is None:
-            customer = self.stripe.ensure_customer(
-                tenant.id, tenant.name, tenant.email, idempotency_key("customer", tenant.id)
-            )
-            self.store.save_stripe_customer(tenant.id, customer)
-        inv = self.stripe.create_invoice(
-            customer,
-            cur,
-            {"tenant_id": tenant.id, "period": p, "invoice_id": inv_id},
-            f"GPU usage {p} ({inv_id})",
-            idempotency_key("invoice", *basis),
-        )
-        items: dict[str, str] = {}
-        for ln in comp.lines:
-            items[ln.line_key] = self.stripe.add_item(
+        customer = customers.get(tenant.id, "")
+        try:
+            if not customer:
+                customer = self.stripe.ensure_customer(
+                    tenant.id, tenant.name, tenant.email, idempotency_key("customer", tenant.id)
+                )
+            inv = self.stripe.create_invoice(
                 customer,
-                inv.id,
-                ln.amount_minor,
                 cur,
-                f"{ln.description} ({ln.quantity_display} {ln.unit} x {ln.unit_price})"
-                if ln.unit
-                else ln.description,
-                {"tenant_id": tenant.id, "period": p, "line_id": f"{inv_id}/{ln.line_key}"},
-                self._item_key(inv_id, ln),
+                {"tenant_id": tenant.id, "period": p, "invoice_id": inv_id},
+                f"GPU usage {p} ({inv_id})",
+                idempotency_key("invoice", *basis),
             )
-        self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))
-        self.stripe.send_invoice(inv.id, idempotency_key("send", *basis))
-        now = self.clock()
-        self.ledger.append_event(
-            view,
-            StatusEvent(
-                "finalized",
-                "finalized",
-                now,
-                _seq(now),
-                "billing",
-                inv.id,
-                json.dumps({"customer": customer, "items": items}, sort_keys=True),
-            ),
-        )
-        final = self.ledger.invoice(inv_id)
-        assert final is not None
-        doc = build_document(self.config, final, self.ledger.lines(inv_id, final.revision))
-        write_document(self.out_root / p / "invoices", doc)
-        return final
+            items: dict[str, str] = {}
+            for ln in comp.lines:
+                items[ln.line_key] = self.stripe.add_item(
+                    customer,
+                    inv.id,
+                    ln.amount_minor,
+                    cur,
+                    f"{ln.description} ({ln.quantity_display} {ln.unit} x {ln.unit_price})"
+                    if ln.unit
+                    else ln.description,
+                    {"tenant_id": tenant.id, "period": p, "line_id": f"{inv_id}/{ln.line_key}"},
+                    self._item_key(inv_id, ln),
+                )
+            self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))
+            self.stripe.send_invoice(inv.id, idempotency_key("send", *basis))
+        except StripeSyncError as exc:
+            return Synced(customer, "", {}, exc)
+        return Synced(customer, inv.id, items, None)
+
+    def _queue_document(self, view: InvoiceView, lines: list[dict[str, Any]] | None = None) -> None:
+        """Queue a document for :meth:`write_documents`; ``lines`` as the ledger holds them
+        (read from it when not given)."""
+        if lines is None:
+            lines = self.ledger.lines(view.invoice_id, view.revision)
+        folder = self.out_root / view.period / "invoices"
+        self.documents.append((folder, build_document(self.config, view, lines)))
+
+    def _ensure_document(self, view: InvoiceView) -> None:
+        """A finalized invoice's PDF is derived from the ledger: write it again if missing."""
+        folder = self.out_root / view.period / "invoices"
+        if not (folder / f"{view.invoice_id}.pdf").exists():
+            self._queue_document(view)
+
+    def write_documents(self) -> None:
+        """Write the documents queued by this run (PDF rendering runs in parallel)."""
+        write_documents(self.documents)
+        self.documents.clear()
 
     # -- after finalization ----------------------------------------------------------------
     def void(

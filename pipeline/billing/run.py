@@ -6,9 +6,11 @@
 * **internal** tenants: chargeback lines at the internal transfer price, see
   :mod:`pipeline.billing.chargeback`.
 
-Idempotent: rerunning a period changes nothing that is final and sends nothing twice to
-Stripe. A Stripe failure for one tenant is recorded and the run goes on; the report lists
-the failed tenants (and ``gpumeter bill`` exits non-zero).
+Order: every tenant is composed and its draft saved first; the drafts that are due are then
+finalized together, their Stripe requests running in ``stripe_threads`` threads, and the
+ledger records them after Stripe. Idempotent: rerunning a period changes nothing that is final
+and sends nothing twice to Stripe. A Stripe failure for one tenant is recorded and the run goes
+on; the report lists the failed tenants (and ``gpumeter bill`` exits non-zero).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
 from pipeline.billing.chargeback import chargeback_rows, write_chargeback_files
 from pipeline.billing.documents import invoices_csv
-from pipeline.billing.invoicing import Invoicer, TenantResult
+from pipeline.billing.invoicing import Due, Invoicer, Known, TenantResult
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.domain.rating import rate_usage
@@ -62,6 +64,7 @@ class BillingRun:
         ledger: Ledger | None = None,
         grace: timedelta = timedelta(hours=72),
         progress: bool = False,
+        stripe_threads: int = 1,
     ) -> None:
         self.config = config
         self.store = store
@@ -69,23 +72,24 @@ class BillingRun:
         self.out_root = out_root
         self.clock = clock
         self.progress = progress
+        self.stripe_threads = stripe_threads
         self.invoicer = Invoicer(config, store, self.ledger, stripe, out_root, clock, grace)
 
-    def tenants(self, period: Period, with_usage: set[str]) -> list[str]:
-        closed = set(self.ledger.closed_before(str(period)))
+    def tenants(self, with_usage: set[str], known: Known) -> list[str]:
         zero = {
             t.id
             for t in self.config.reference.tenants.values()
             if t.kind == "external" and self.config.contract(t.id).zero_invoice
         }
-        billed = {v.tenant_id for v in self.ledger.invoices(str(period))}
-        return sorted(with_usage | closed | zero | billed)
+        return sorted(with_usage | set(known.closed) | zero | set(known.views))
 
     def run(self, period: Period) -> BillingReport:
         report = BillingReport(str(period), out_dir=self.out_root / str(period))
         usage = self.store.hourly_rows(period)
         chargeback: list[dict[str, Any]] = []
-        tenant_ids = self.tenants(period, set(usage))
+        due: list[tuple[int, Due]] = []
+        known = self.invoicer.prefetch(period)
+        tenant_ids = self.tenants(set(usage), known)
         with Progress(disable=not self.progress, transient=True) as bar:
             task = bar.add_task(f"billing {period}", total=len(tenant_ids))
             for tenant_id in tenant_ids:
@@ -95,7 +99,9 @@ class BillingRun:
                     raise ValueError(f"usage for unknown tenant {tenant_id!r}")
                 rows = usage.get(tenant_id, [])
                 if tenant.kind == "external":
-                    o = self.invoicer.bill(tenant, period, rows)
+                    o, d = self.invoicer.prepare(tenant, period, rows, known)
+                    if d is not None:
+                        due.append((len(report.results), d))
                     if o.status != "no_invoice":
                         report.results.append(o)
                     continue
@@ -121,6 +127,11 @@ class BillingRun:
                         "charged_back",
                     )
                 )
+        self.invoicer.flush_drafts()
+        finalized = self.invoicer.finalize_all([d for _, d in due], self.stripe_threads)
+        for (i, _), result in zip(due, finalized, strict=True):
+            report.results[i] = result
+        self.invoicer.write_documents()
         self.store.save_chargeback(chargeback)
         write_chargeback_files(self.out_root, period, chargeback)
         folder = self.out_root / str(period) / "invoices"

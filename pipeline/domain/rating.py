@@ -304,13 +304,28 @@ def rate_usage(
     per_unit: dict[tuple[str, str, str], list[UsageRow]] = defaultdict(list)
     tiered: dict[tuple[str, str], list[UsageRow]] = defaultdict(list)
     chosen: dict[str, Price] = {}
+    # the prices that can match a (model, region, provider, tier), most specific first
+    candidates: dict[tuple[str, str, str, str], list[tuple[Price, str]]] = {}
     for row in rows:
-        price = card.price_for(row.key, tier_of(row.key))
-        chosen[price.key + "#" + price.gpu_model] = price
+        k, tier = row.key, tier_of(row.key)
+        found = candidates.get((k.gpu_model, k.region, k.provider, tier))
+        if found is None:
+            matching = [p for p in card.prices if p.matches(k, tier)]
+            matching.sort(key=lambda p: p.specificity, reverse=True)  # stable: file order
+            found = candidates[(k.gpu_model, k.region, k.provider, tier)] = [
+                (p, p.key) for p in matching
+            ]
+        when = datetime.fromtimestamp(k.hour_s, UTC)
+        hit = next(((p, key) for p, key in found if p.valid_at(when)), None)
+        if hit is None:
+            card.price_for(k, tier)  # raises the coded error that says what is missing
+            raise AssertionError("unreachable")
+        price, pkey = hit
+        chosen[pkey + "#" + price.gpu_model] = price
         if price.charge == "per_unit":
-            per_unit[(price.gpu_model, row.key.mig_profile, price.key)].append(row)
+            per_unit[(price.gpu_model, k.mig_profile, pkey)].append(row)
         else:
-            tiered[(price.gpu_model, price.key)].append(row)
+            tiered[(price.gpu_model, pkey)].append(row)
     lines: list[Line] = []
     hourly: dict[int, Fraction] = defaultdict(Fraction)
     for (model, profile, pkey), members in sorted(per_unit.items()):
@@ -320,8 +335,12 @@ def rate_usage(
         usage = sum(r.usage_us for r in members)
         qty = gpu_hours(usage, frac)
         exact = qty * Fraction(price.price)
+        per_us = frac * Fraction(price.price) / HOUR_US  # one exact rate, not one per row
+        by_hour: dict[int, int] = defaultdict(int)
         for r in members:
-            hourly[r.key.hour_s] += gpu_hours(r.usage_us, frac) * Fraction(price.price)
+            by_hour[r.key.hour_s] += r.usage_us
+        for hour_s, us in by_hour.items():
+            hourly[hour_s] += us * per_us
         label = f"{model} GPU-hours" + (f" (MIG {profile})" if profile else "")
         lines.append(
             _usage_line(

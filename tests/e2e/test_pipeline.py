@@ -93,7 +93,10 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
     http = recording_http_client()
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, http_client=http)
     after_grace = period.end + timedelta(days=4)
-    report = BillingRun(config, store, gateway, settings.out_dir, lambda: after_grace).run(period)
+    billing = BillingRun(
+        config, store, gateway, settings.out_dir, lambda: after_grace, stripe_threads=4
+    )
+    report = billing.run(period)
     expected = expected_bills(truth, config, period)
     assert {r.tenant_id for r in report.results} == set(expected)
     for r in report.results:
@@ -143,7 +146,7 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
         assert from_minor(charged[tenant], "USD") == expected[tenant][1]
 
     http.recorded.clear()
-    again = BillingRun(config, store, gateway, settings.out_dir, lambda: after_grace).run(period)
+    again = billing.run(period)
     assert http.recorded == []
     assert [(r.tenant_id, r.amount) for r in again.results] == [
         (r.tenant_id, r.amount) for r in report.results
