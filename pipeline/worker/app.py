@@ -234,7 +234,7 @@ def create_app(settings: Settings | None = None) -> Any:
 
     @app.agent(usage)
     async def process(stream: Any) -> None:
-        last_report = time.monotonic()
+        last_report = 0.0  # the first batch is reported at once, then every 5 s
         async for events in stream.take_events(
             settings.sink_batch_samples, within=settings.sink_batch_seconds
         ):
