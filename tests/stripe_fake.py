@@ -155,6 +155,11 @@ class FakeStripe(stripe.HTTPClient):
             self.rules.append(rule)
         return rule
 
+    def forget_idempotency(self) -> None:
+        """What Stripe does 24 hours after a key was used: a repeat creates a new object."""
+        with self._lock:
+            self._idem.clear()
+
     def clear_failures(self) -> None:
         with self._lock:
             self.rules.clear()
@@ -329,6 +334,8 @@ class FakeStripe(stripe.HTTPClient):
             )
             if action is not None:
                 return 200, action(inv, params)
+        if method == "GET" and not rest and resource in ("invoices", "invoiceitems"):
+            return 200, self._list(resource, params)
         if method == "GET" and len(rest) == 1:
             kind = {
                 "customers": "customer",
@@ -340,6 +347,21 @@ class FakeStripe(stripe.HTTPClient):
         raise _StripeErrorResponse(
             404, "invalid_request_error", f"Unrecognized request URL ({method}: {path})."
         )
+
+    def _list(self, resource: str, params: dict[str, Any]) -> dict[str, Any]:
+        if resource == "invoices":
+            found = [
+                self._render("invoice", i)
+                for i in self.invoices.values()
+                if "customer" not in params or i["customer"] == params["customer"]
+            ]
+        else:
+            found = [
+                self._render("invoiceitem", i)
+                for i in self.invoice_items.values()
+                if "invoice" not in params or i["invoice"] == params["invoice"]
+            ]
+        return {"object": "list", "data": found, "has_more": False, "url": f"/v1/{resource}"}
 
     def _get(self, kind: str, oid: str) -> dict[str, Any]:
         store = {

@@ -87,6 +87,7 @@ class InvoiceView:
     created_at: datetime
     status: str = "draft"
     stripe_invoice_id: str = ""
+    sync_started: bool = False  # a run began sending this revision to Stripe
 
     @property
     def total(self) -> Decimal:
@@ -95,6 +96,11 @@ class InvoiceView:
     @property
     def final(self) -> bool:
         return self.status != "draft"
+
+
+def sync_key(revision: int) -> str:
+    """The status-event key recording that a run began syncing a revision to Stripe."""
+    return f"sync/r{revision}"
 
 
 class Ledger:
@@ -180,8 +186,12 @@ class Ledger:
         out = []
         for inv_id, r in latest.items():
             view = InvoiceView(*r)
-            status, stripe_id = current_status(events.get(inv_id, []))
-            out.append(replace(view, status=status, stripe_invoice_id=stripe_id))
+            evs = events.get(inv_id, [])
+            status, stripe_id = current_status(evs)
+            started = any(e.key == sync_key(view.revision) for e in evs)
+            out.append(
+                replace(view, status=status, stripe_invoice_id=stripe_id, sync_started=started)
+            )
         return sorted(out, key=lambda v: (v.period, v.tenant_id, v.created_at, v.invoice_id))
 
     def events_for(self, invoice_ids: list[str]) -> dict[str, list[StatusEvent]]:

@@ -70,6 +70,13 @@ class StripeSyncError(Exception):
         self.code = code
 
 
+def _plain(metadata: Any) -> dict[str, Any]:
+    """A StripeObject's metadata as a plain dict (StripeObject is not a dict)."""
+    if metadata is None:
+        return {}
+    return dict(metadata.to_dict()) if hasattr(metadata, "to_dict") else dict(metadata)
+
+
 @dataclass(frozen=True)
 class StripeInvoice:
     id: str
@@ -199,6 +206,45 @@ class StripeGateway:
             ),
         )
         return StripeInvoice(str(inv.id), str(inv.status))
+
+    # -- recovery: what an earlier, interrupted sync created ----------------------------
+
+    def find_invoice(
+        self, customer_id: str, invoice_id: str, revision: int
+    ) -> StripeInvoice | None:
+        """The customer's Stripe invoice created for our ``invoice_id`` and revision (by its
+        metadata), if any and not void: for recovering a sync older than Stripe's 24-hour
+        idempotency window."""
+        page = self._call(
+            f"list invoices of {customer_id}",
+            None,
+            lambda: self._client.v1.invoices.list(params={"customer": customer_id, "limit": 100}),
+        )
+        for inv in page.auto_paging_iter():
+            meta = _plain(inv.metadata)
+            if (
+                meta.get("invoice_id") == invoice_id
+                and meta.get("revision") == str(revision)
+                and inv.status != "void"
+            ):
+                return StripeInvoice(str(inv.id), str(inv.status))
+        return None
+
+    def items_of(self, stripe_invoice_id: str) -> dict[str, str]:
+        """Our line id (metadata ``line_id``) -> Stripe invoice item id, for one invoice."""
+        page = self._call(
+            f"list items of {stripe_invoice_id}",
+            None,
+            lambda: self._client.v1.invoice_items.list(
+                params={"invoice": stripe_invoice_id, "limit": 100}
+            ),
+        )
+        out = {}
+        for it in page.auto_paging_iter():
+            line_id = _plain(it.metadata).get("line_id")
+            if line_id:
+                out[str(line_id)] = str(it.id)
+        return out
 
     # -- retries and errors -------------------------------------------------------------
 

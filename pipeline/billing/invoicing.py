@@ -32,7 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.ledger import InvoiceView, Ledger
+from pipeline.adapters.ledger import InvoiceView, Ledger, sync_key
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, StripeSyncError
 from pipeline.billing.documents import (
@@ -281,6 +281,25 @@ class Invoicer:
         if not due:
             return []
         customers = self.store.stripe_customers()
+        now = self.clock()
+        self.ledger.append_events(  # before any request: a later run knows to look first
+            [
+                (
+                    d.view,
+                    StatusEvent(
+                        sync_key(d.view.revision),
+                        "draft",
+                        now,
+                        _seq(now),
+                        "billing",
+                        "",
+                        "Stripe sync started",
+                    ),
+                )
+                for d in due
+                if not d.view.sync_started
+            ]
+        )
         if threads > 1 and len(due) > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 synced = list(pool.map(lambda d: self._sync(d, customers), due))
@@ -294,6 +313,7 @@ class Invoicer:
         self.store.save_stripe_customers(new_customers)
         results, events = [], []
         now = self.clock()
+
         for d, s in zip(due, synced, strict=True):
             if s.error is not None:
                 self.ledger.record_failure(
@@ -471,15 +491,32 @@ class Invoicer:
                 customer = self.stripe.ensure_customer(
                     tenant.id, tenant.name, tenant.email, idempotency_key("customer", tenant.id)
                 )
-            inv = self.stripe.create_invoice(
+            # an earlier run began this sync (and may be older than Stripe's 24-hour
+            # idempotency window): reuse what it created instead of creating it again
+            found = (
+                self.stripe.find_invoice(customer, inv_id, view.revision)
+                if view.sync_started
+                else None
+            )
+            have = self.stripe.items_of(found.id) if found is not None else {}
+            inv = found or self.stripe.create_invoice(
                 customer,
                 cur,
-                {"tenant_id": tenant.id, "period": p, "invoice_id": inv_id},
+                {
+                    "tenant_id": tenant.id,
+                    "period": p,
+                    "invoice_id": inv_id,
+                    "revision": str(view.revision),
+                },
                 f"GPU usage {p} ({inv_id})",
                 idempotency_key("invoice", *basis),
             )
             items: dict[str, str] = {}
             for ln in comp.lines:
+                line_id = f"{inv_id}/{ln.line_key}"
+                if line_id in have:
+                    items[ln.line_key] = have[line_id]
+                    continue
                 items[ln.line_key] = self.stripe.add_item(
                     customer,
                     inv.id,
@@ -491,7 +528,8 @@ class Invoicer:
                     {"tenant_id": tenant.id, "period": p, "line_id": f"{inv_id}/{ln.line_key}"},
                     self._item_key(inv_id, ln),
                 )
-            self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))
+            if found is None or found.status == "draft":
+                self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))
             self.stripe.send_invoice(inv.id, idempotency_key("send", *basis))
         except StripeSyncError as exc:
             return Synced(customer, "", {}, exc)

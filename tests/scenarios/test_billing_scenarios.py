@@ -919,3 +919,33 @@ def test_reconcile_flags_a_tampered_total_and_unbilled_usage(world: World) -> No
     assert by["one"].unexplained == Fraction(1, 100)
     assert (by["two"].status, by["two"].unexplained) == ("not_invoiced", Fraction(-2))
     assert rec.summary_line().endswith("unexplained=USD:-1.99")
+
+
+# -- 13. a sync interrupted and resumed after Stripe forgot its idempotency keys ---------------
+
+
+def test_interrupted_sync_resumed_after_24_hours_creates_nothing_twice(world: World) -> None:
+    world.configure([external("late", "list-usd")], [per_unit_card()])
+    world.spread("late", at(10, 9), 2, 10 * H)  # 20.00
+    world.usage("late", at(10, 9), 7 * H, mig="3g.40gb")  # 3 h = 6.00
+    world.bill(OCT, at(11, 2))
+    draft = world.invoice(gm(OCT, "late"))
+    fin = idempotency_key("finalize", draft.invoice_id, draft.revision, draft.content_hash)
+    # the run dies after Stripe created the invoice and its items, before it was finalized
+    world.fake.fail("POST", "/v1/invoices/", times=None, kind="500", idempotency_key=fin)
+    assert result(world.bill(OCT, OCT_FINAL), "late").status == "failed"
+    assert world.invoice(draft.invoice_id).sync_started
+    assert (len(world.fake.created("invoice")), len(world.fake.created("invoiceitem"))) == (1, 2)
+
+    world.fake.clear_failures()
+    world.fake.forget_idempotency()  # more than 24 hours later
+    world.clock.advance(days=2)
+    r = result(world.bill(OCT), "late")
+    assert (r.status, r.amount) == ("finalized", Decimal("26.00"))
+    # found by its metadata: the same Stripe invoice and items, finalized once
+    assert (len(world.fake.created("invoice")), len(world.fake.created("invoiceitem"))) == (1, 2)
+    stripe_id = world.fake.created("invoice")[0]["id"]
+    assert world.invoice(draft.invoice_id).stripe_invoice_id == stripe_id
+    assert world.fake.invoice(stripe_id)["status"] == "open"
+    assert sorted(i["amount"] for i in world.fake.items_for(stripe_id)) == [600, 2000]
+    assert world.reconcile(OCT).clean
