@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.money import from_minor
 from pipeline.settings import Settings
 
 STATUSES = ("draft", "finalized", "paid", "payment_failed", "void")
@@ -165,7 +165,7 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     c.print(
         f"[b]{ln['line_id']}[/b] ({tr.status}) {ln['kind']}: {ln['description']}: "
         f"{ln['quantity']} {ln['unit']} x {ln['unit_price']} = "
-        f"{Decimal(ln['amount_minor']).scaleb(-2)} {ln['currency']}"
+        f"{from_minor(ln['amount_minor'], ln['currency'])} {ln['currency']}"
     )
     if ln["kind"] == "adjustment":
         c.print(

@@ -95,10 +95,13 @@ def load_contracts(path: Path) -> dict[str, Contract]:
     return _load_list(path, "contracts", Contract, "tenant", BillingErrorCode.INVALID_CONTRACT)
 
 
+DEFAULT_SELLER = Party(id="gpumeter", name="gpumeter")  # without config/seller.yaml
+
+
 def load_seller(path: Path) -> Party:
     code = BillingErrorCode.INVALID_REFERENCE_DATA
     if not path.exists():
-        return Party(id="gpumeter", name="gpumeter")
+        return DEFAULT_SELLER
     raw = _read_yaml(path, code) or {}
     return _validate(Party, raw.get("seller") if isinstance(raw, dict) else raw, path, code)
 
@@ -108,7 +111,7 @@ class Config:
     reference: ReferenceData
     rate_cards: dict[str, RateCard]
     contracts: dict[str, Contract] = field(default_factory=dict)
-    seller: Party = field(default_factory=lambda: Party(id="gpumeter", name="gpumeter"))
+    seller: Party = DEFAULT_SELLER
 
     def contract(self, tenant_id: str) -> Contract:
         """The tenant's contract, or its rate card with no other terms."""

@@ -5,6 +5,7 @@ failures and webhook events. Every query takes parameters."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ from typing import Any
 from pipeline.adapters.clickhouse import Executor
 from pipeline.domain.lifecycle import StatusEvent, current_status
 from pipeline.domain.money import from_minor
+from pipeline.domain.usage import HourlyKey
 
 HEADER_COLS = [
     "invoice_id",
@@ -96,6 +98,33 @@ class InvoiceView:
     @property
     def final(self) -> bool:
         return self.status != "draft"
+
+    @property
+    def charged(self) -> bool:
+        """Finalized (possibly paid or unpaid) and not void: what it bills stands."""
+        return self.final and self.status != "void"
+
+
+def source_key(tenant_id: str, row: dict[str, Any]) -> HourlyKey:
+    """The hourly key of a lineage row (``ledger_line_sources``) or of a usage sample."""
+    return HourlyKey(
+        tenant_id,
+        int(row["hour"].timestamp()),
+        row["project_id"],
+        row["gpu_model"],
+        row["mig_profile"],
+        row["region"],
+        row["provider"],
+        row["cluster"],
+    )
+
+
+def current_of(views: list[InvoiceView]) -> InvoiceView | None:
+    """A tenant's invoice for a period, from its invoices of that period oldest first: the
+    newest that is not void (a reissue), else the newest void one; None when it has none."""
+    live = [v for v in views if v.status != "void"]
+    found = live or views
+    return found[-1] if found else None
 
 
 def sync_key(revision: int) -> str:
@@ -215,12 +244,7 @@ class Ledger:
         return self._views("period = %(p)s AND tenant_id = %(t)s", {"p": period, "t": tenant_id})
 
     def current(self, tenant_id: str, period: str) -> InvoiceView | None:
-        """The tenant's invoice for the period that is not void (the newest), else the newest
-        void one; None when it has none."""
-        views = self.invoices(period, tenant_id)
-        live = [v for v in views if v.status != "void"]
-        found = live or views
-        return found[-1] if found else None
+        return current_of(self.invoices(period, tenant_id))
 
     def closed_before(
         self, period: str, tenant_id: str | None = None
@@ -231,7 +255,7 @@ class Ledger:
         if tenant_id is not None:
             where, params = where + " AND tenant_id = %(t)s", {**params, "t": tenant_id}
         for v in self._views(where, params):
-            if v.final and v.status != "void":
+            if v.charged:
                 out[v.tenant_id].append(v)
         return dict(out)
 
@@ -251,51 +275,52 @@ class Ledger:
         )
         return [dict(zip(LINE_COLS, r, strict=True)) for r in rows]
 
-    def line_sources(self, invoice_id: str, revision: int, line_key: str) -> list[dict[str, Any]]:
-        rows = self.ex.execute(
+    def line_sources(
+        self, invoice_id: str, revision: int, line_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The hourly rows behind one line of a revision, or behind all of its lines."""
+        sql = (
             f"SELECT {', '.join(SOURCE_COLS)} FROM ledger_line_sources FINAL "
-            "WHERE invoice_id = %(i)s AND revision = %(r)s AND line_key = %(k)s "
-            "ORDER BY hour, project_id, mig_profile, region, provider, cluster",
-            {"i": invoice_id, "r": revision, "k": line_key},
+            "WHERE invoice_id = %(i)s AND revision = %(r)s"
+        )
+        params: dict[str, Any] = {"i": invoice_id, "r": revision}
+        if line_key is not None:
+            sql += " AND line_key = %(k)s"
+            params["k"] = line_key
+        rows = self.ex.execute(
+            sql + " ORDER BY hour, project_id, mig_profile, region, provider, cluster", params
         )
         return [dict(zip(SOURCE_COLS, r, strict=True)) for r in rows]
 
-    def all_line_sources(self, invoice_id: str, revision: int) -> list[dict[str, Any]]:
-        rows = self.ex.execute(
-            f"SELECT {', '.join(SOURCE_COLS)} FROM ledger_line_sources FINAL "
-            "WHERE invoice_id = %(i)s AND revision = %(r)s",
-            {"i": invoice_id, "r": revision},
-        )
-        return [dict(zip(SOURCE_COLS, r, strict=True)) for r in rows]
+    def _charged_lines(
+        self, where: str, params: dict[str, Any]
+    ) -> Iterator[tuple[InvoiceView, dict[str, Any]]]:
+        """(invoice, line) for every line of the matching invoices that are ``charged``."""
+        for v in self._views(where, params):
+            if v.charged:
+                for ln in self.lines(v.invoice_id, v.revision):
+                    yield v, ln
 
     def adjustments_for(self, period: str) -> list[dict[str, Any]]:
         """Adjustment lines for ``period``'s usage on later finalized, not void invoices."""
-        out = []
-        for v in self._views("period > %(p)s", {"p": period}):
-            if v.final and v.status != "void":
-                out += [
-                    ln
-                    for ln in self.lines(v.invoice_id, v.revision)
-                    if ln["kind"] == "adjustment" and ln["period_ref"] == period
-                ]
-        return out
+        return [
+            ln
+            for _v, ln in self._charged_lines("period > %(p)s", {"p": period})
+            if ln["kind"] == "adjustment" and ln["period_ref"] == period
+        ]
 
     def billed_lines(self, tenant_id: str, period_ref: str, excluding_period: str) -> list[dict]:
         """Every line charged so far for ``period_ref``: the own lines of its finalized
         invoice and adjustment lines on later finalized invoices (other than
         ``excluding_period``'s), void invoices excluded."""
-        out = []
-        for v in self._views(
-            "tenant_id = %(t)s AND period >= %(p)s", {"t": tenant_id, "p": period_ref}
-        ):
-            if not v.final or v.status == "void" or v.period == excluding_period:
-                continue
-            for ln in self.lines(v.invoice_id, v.revision):
-                if (v.period == period_ref and ln["kind"] != "adjustment") or (
-                    ln["kind"] == "adjustment" and ln["period_ref"] == period_ref
-                ):
-                    out.append(ln)
-        return out
+        where = "tenant_id = %(t)s AND period >= %(p)s AND period != %(x)s"
+        params = {"t": tenant_id, "p": period_ref, "x": excluding_period}
+        return [
+            ln
+            for v, ln in self._charged_lines(where, params)
+            if (v.period == period_ref and ln["kind"] != "adjustment")
+            or (ln["kind"] == "adjustment" and ln["period_ref"] == period_ref)
+        ]
 
     def credits_used(
         self,
@@ -313,17 +338,14 @@ class Ledger:
         if before_period is not None:
             where += " AND period < %(p)s"
             params["p"] = before_period
-        for v in self._views(where, params):
-            if not v.final or v.status == "void":
-                continue
-            for ln in self.lines(v.invoice_id, v.revision):
-                amount = from_minor(ln["amount_minor"], ln["currency"])
-                if ln["kind"] == "credit" and v.invoice_id != excluding_invoice:
-                    used[ln["line_key"].split("/", 1)[1]] -= amount
-                elif ln["kind"] == "adjustment":
-                    _adj, ref, key = ln["line_key"].split("/", 2)
-                    if key.startswith("credit/") and ref != excluding_ref:
-                        used[key.split("/", 1)[1]] -= amount
+        for v, ln in self._charged_lines(where, params):
+            amount = from_minor(ln["amount_minor"], ln["currency"])
+            if ln["kind"] == "credit" and v.invoice_id != excluding_invoice:
+                used[ln["line_key"].split("/", 1)[1]] -= amount
+            elif ln["kind"] == "adjustment":
+                _adj, ref, key = ln["line_key"].split("/", 2)
+                if key.startswith("credit/") and ref != excluding_ref:
+                    used[key.split("/", 1)[1]] -= amount
         return dict(used)
 
     def credit_notes(self, invoice_id: str) -> list[dict[str, Any]]:

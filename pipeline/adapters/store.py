@@ -65,18 +65,6 @@ class Store:
         )
         return {str(t): int(n) for t, n in rows}
 
-    def hourly_usage_for(
-        self, tenant_id: str, hours: list[datetime], gpu_model: str
-    ) -> dict[tuple[Any, ...], int]:
-        """(hour, project, MIG profile, region, provider, cluster) -> GPU-µs now."""
-        rows = self.ex.execute(
-            "SELECT hour, project_id, mig_profile, region, provider, cluster, usage_us "
-            "FROM usage_hourly FINAL WHERE tenant_id = %(t)s AND gpu_model = %(g)s "
-            "AND hour >= toDateTime(%(a)s, 'UTC') AND hour <= toDateTime(%(b)s, 'UTC')",
-            {"t": tenant_id, "g": gpu_model, "a": _ts(min(hours)), "b": _ts(max(hours))},
-        )
-        return {tuple(r[:6]): int(r[6]) for r in rows}
-
     def events_for(
         self, tenant_id: str, first_hour: datetime, last_hour: datetime, gpu_model: str
     ) -> list[dict[str, Any]]:

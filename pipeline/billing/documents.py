@@ -28,10 +28,6 @@ def customer_party(config: Config, tenant_id: str) -> Party:
     return Party(id=t.id, name=t.name, email=t.email)
 
 
-def _qty(text: str) -> Decimal:
-    return Decimal(text)
-
-
 # the order lines appear on a document: usage, then what changes it
 KIND_ORDER = {"usage": 0, "adjustment": 1, "discount": 2, "minimum": 3, "credit": 4, "tax": 5}
 
@@ -47,7 +43,7 @@ def build_document(
             line_id=ln["line_id"],
             kind=ln["kind"],
             description=ln["description"],
-            quantity=_qty(ln["quantity"]),
+            quantity=Decimal(ln["quantity"]),
             unit=ln["unit"],
             unit_price=Decimal(ln["unit_price"]),
             amount=from_minor(ln["amount_minor"], cur),
@@ -117,22 +113,23 @@ def load_document(config: Config, ledger: Ledger, invoice_id: str) -> InvoiceDoc
     return build_document(config, view, ledger.lines(view.invoice_id, view.revision))
 
 
-def write_document(folder: Path, doc: InvoiceDocument) -> tuple[Path, Path]:
-    """Write ``<id>.json`` and ``<id>.pdf``; returns their paths."""
-    from pipeline.billing.pdf import render_pdf
-
-    folder.mkdir(parents=True, exist_ok=True)
-    js = folder / f"{doc.invoice_id}.json"
-    pdf = folder / f"{doc.invoice_id}.pdf"
-    js.write_text(doc.model_dump_json(indent=2))
-    pdf.write_bytes(render_pdf(doc))
-    return js, pdf
-
-
 def _render(doc: InvoiceDocument) -> bytes:
     from pipeline.billing.pdf import render_pdf
 
     return render_pdf(doc)
+
+
+def write_document(
+    folder: Path, doc: InvoiceDocument, pdf: bytes | None = None
+) -> tuple[Path, Path]:
+    """Write ``<id>.json`` and ``<id>.pdf`` (rendered here unless given); returns their
+    paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    js = folder / f"{doc.invoice_id}.json"
+    pdf_path = folder / f"{doc.invoice_id}.pdf"
+    js.write_text(doc.model_dump_json(indent=2))
+    pdf_path.write_bytes(_render(doc) if pdf is None else pdf)
+    return js, pdf_path
 
 
 def write_documents(docs: list[tuple[Path, InvoiceDocument]], parallel_from: int = 16) -> None:
@@ -147,9 +144,7 @@ def write_documents(docs: list[tuple[Path, InvoiceDocument]], parallel_from: int
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pdfs = pool.map(_render, [doc for _, doc in docs], chunksize=8)
         for (folder, doc), pdf in zip(docs, pdfs, strict=True):
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{doc.invoice_id}.json").write_text(doc.model_dump_json(indent=2))
-            (folder / f"{doc.invoice_id}.pdf").write_bytes(pdf)
+            write_document(folder, doc, pdf)
 
 
 CSV_HEADER = [

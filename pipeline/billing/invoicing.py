@@ -32,7 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.ledger import InvoiceView, Ledger, sync_key
+from pipeline.adapters.ledger import InvoiceView, Ledger, current_of, sync_key
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, StripeSyncError
 from pipeline.billing.documents import (
@@ -52,7 +52,6 @@ from pipeline.domain.money import to_minor
 from pipeline.domain.period import Period
 from pipeline.domain.rating import Line, UsageRow, idempotency_key, rate_usage
 from pipeline.domain.reference import Tenant
-from pipeline.domain.usage import HourlyKey
 
 
 @dataclass
@@ -101,10 +100,7 @@ class Known:
     closed: dict[str, list[InvoiceView]]  # tenant -> finalized invoices of earlier periods
 
     def current(self, tenant_id: str) -> InvoiceView | None:
-        views = self.views.get(tenant_id, [])
-        live = [v for v in views if v.status != "void"]
-        found = live or views
-        return found[-1] if found else None
+        return current_of(self.views.get(tenant_id, []))
 
 
 def content_hash(lines: list[Line]) -> str:
@@ -242,7 +238,7 @@ class Invoicer:
         known = known or self.prefetch(period, tenant.id)
         current = known.current(tenant.id)
         currency = self.config.card_for(tenant.id).currency
-        if current is not None and current.final and current.status != "void":
+        if current is not None and current.charged:
             comp = self.compose_for(tenant, period, rows, known)
             if content_hash(comp.lines) == current.content_hash:
                 self._ensure_document(current)
@@ -404,11 +400,10 @@ class Invoicer:
         }
         lines = self._line_rows(invoice_id, revision, tenant.id, str(period), currency, comp)
         sources = []
-        usage_by_key = {r.key.encode(): r.usage_us for r in rows}
+        usage_by_key = {r.key: r.usage_us for r in rows}
         for ln in comp.lines:
             if ln.kind == "usage":
-                for text in ln.source_keys:
-                    k = HourlyKey.decode(text)
+                for k in ln.source_keys:
                     sources.append(
                         {
                             "invoice_id": invoice_id,
@@ -422,7 +417,7 @@ class Invoicer:
                             "region": k.region,
                             "provider": k.provider,
                             "cluster": k.cluster,
-                            "usage_us": usage_by_key[text],
+                            "usage_us": usage_by_key[k],
                         }
                     )
         view = InvoiceView(**header)

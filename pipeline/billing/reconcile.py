@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from pipeline.adapters.ledger import InvoiceView, Ledger
+from pipeline.adapters.ledger import InvoiceView, Ledger, current_of, source_key
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.money import from_minor, round_money
@@ -104,10 +104,10 @@ class Reconciliation:
 def reconcile(config: Config, store: Store, ledger: Ledger, period: Period) -> Reconciliation:
     p = str(period)
     usage = store.hourly_rows(period)
-    views: dict[str, InvoiceView] = {}
-    for v in ledger.invoices(p):  # oldest first: a reissue replaces its voided predecessor
-        if v.tenant_id not in views or views[v.tenant_id].status == "void":
-            views[v.tenant_id] = v
+    by_tenant: dict[str, list[InvoiceView]] = {}
+    for v in ledger.invoices(p):
+        by_tenant.setdefault(v.tenant_id, []).append(v)
+    views = {t: cur for t, vs in by_tenant.items() if (cur := current_of(vs)) is not None}
     later_adjustments = _later_adjustments(ledger, p)
     out = []
     external = {t.id for t in config.reference.tenants.values() if t.kind == "external"}
@@ -141,13 +141,8 @@ def reconcile(config: Config, store: Store, ledger: Ledger, period: Period) -> R
             if ln["kind"] == "usage":
                 usage_exact += Fraction(ln["exact_amount"])
         lineage: dict[HourlyKey, UsageRow] = {}
-        for src in ledger.all_line_sources(view.invoice_id, view.revision):
-            key = HourlyKey(
-                tenant_id,
-                int(src["hour"].timestamp()),
-                *(src[c] for c in ("project_id", "gpu_model", "mig_profile")),
-                *(src[c] for c in ("region", "provider", "cluster")),
-            )
+        for src in ledger.line_sources(view.invoice_id, view.revision):
+            key = source_key(tenant_id, src)
             lineage[key] = UsageRow(key, int(src["usage_us"]))  # once, even behind 2 tier lines
         billed_value = sum(
             (

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.adapters.ledger import Ledger
+from pipeline.adapters.ledger import Ledger, source_key
 from pipeline.adapters.store import Store
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.hours import US_PER_SECOND, split_by_hour
+from pipeline.domain.period import Period
 
 
 @dataclass
@@ -50,21 +51,14 @@ def trace_line(
     out.rows = ledger.line_sources(invoice_id, view.revision, line_key)
     if not out.rows:
         return out
-    now = store.hourly_usage_for(view.tenant_id, [r["hour"] for r in out.rows], line["gpu_model"])
+    tenant = view.tenant_id
+    usage = store.hourly_rows(Period.parse(view.period), tenant).get(tenant, [])
+    now = {u.key: u.usage_us for u in usage}
+    keys = set()
     for r in out.rows:
-        key = (
-            r["hour"],
-            r["project_id"],
-            r["mig_profile"],
-            r["region"],
-            r["provider"],
-            r["cluster"],
-        )
+        key = source_key(tenant, r)
         r["usage_us_now"] = now.get(key, 0)
-    keys = {
-        (r["hour"], r["project_id"], r["mig_profile"], r["region"], r["provider"], r["cluster"])
-        for r in out.rows
-    }
+        keys.add(key)
     # a sample is stored under the hour it starts in but counts in every hour it covers, so
     # look one interval earlier and keep the samples that cover one of the rows' hours
     events = store.events_for(
@@ -75,12 +69,12 @@ def trace_line(
     )
     matching = []
     for e in events:
-        dims = (e["project_id"], e["mig_profile"], e["region"], e["provider"], e["cluster"])
-        e["hours"] = [
-            datetime.fromtimestamp(h // US_PER_SECOND, UTC)
-            for h, _ in split_by_hour(e["start_us"], e["end_us"])
-            if (datetime.fromtimestamp(h // US_PER_SECOND, UTC), *dims) in keys
-        ]
+        e["gpu_model"] = line["gpu_model"]
+        e["hours"] = []
+        for h, _ in split_by_hour(e["start_us"], e["end_us"]):
+            hour = datetime.fromtimestamp(h // US_PER_SECOND, UTC)
+            if source_key(tenant, {**e, "hour": hour}) in keys:
+                e["hours"].append(hour)
         if e["hours"]:
             matching.append(e)
     out.events_total = len(matching)

@@ -227,7 +227,7 @@ class Line:
     hourly_rows: int
     usage_us: int
     busy_us: int
-    source_keys: tuple[str, ...] = field(default=(), repr=False)
+    source_keys: tuple[HourlyKey, ...] = field(default=(), repr=False)  # lineage
     kind: str = "usage"  # usage | discount | minimum | credit | adjustment | tax
     period_ref: str = ""  # the usage period it belongs to ("" = the invoice's own)
     exact_amount: Fraction | None = None  # before rounding (usage lines), for reconciliation
@@ -424,7 +424,7 @@ def _usage_line(
         hourly_rows=len(members),
         usage_us=sum(r.usage_us for r in members),
         busy_us=sum(r.busy_us for r in members),
-        source_keys=tuple(sorted(r.key.encode() for r in members)),
+        source_keys=tuple(sorted(r.key for r in members)),
         exact_amount=exact,
     )
 
