@@ -1,8 +1,10 @@
 """Stripe through the official ``stripe`` library (stripe-mock in tests and the local stack).
 
 Every request that creates or changes something carries an idempotency key derived from what
-it bills (tenant, period, line and amount), so a retried or repeated request never creates a
-second object in Stripe: Stripe replays the first response for a key it has already seen.
+it sends (for an invoice item: our invoice, its revision, the line, amount, currency and
+description), so a retried or repeated request never creates a second object in Stripe: Stripe
+replays the first response for a key it has already seen, and a key is never sent again with
+other parameters (Stripe refuses that for 24 hours).
 
 Retries happen in two layers, both resending the *same* request with the *same* key:
 

@@ -113,6 +113,32 @@ def content_hash(lines: list[Line]) -> str:
     return h.hexdigest()
 
 
+def item_description(ln: Line) -> str:
+    """The description of a line's Stripe invoice item."""
+    if not ln.unit:
+        return ln.description
+    return f"{ln.description} ({ln.quantity_display} {ln.unit} x {ln.unit_price})"
+
+
+def item_key(invoice_id: str, revision: int, ln: Line) -> str:
+    """The idempotency key of a line's Stripe invoice item: everything the request sends.
+
+    The revision stands for the Stripe invoice the item is added to (each revision gets its
+    own, created with a key of the invoice, the revision and its content, and found again by
+    that metadata after Stripe's 24 hours), so an unchanged line of a later revision is a new
+    request with a new key rather than a repeat with another ``invoice`` parameter, which
+    Stripe refuses. Customer and metadata follow from the tenant, the invoice and the line."""
+    return idempotency_key(
+        "item",
+        invoice_id,
+        revision,
+        ln.line_key,
+        ln.amount_minor,
+        ln.currency,
+        item_description(ln),
+    )
+
+
 def _seq(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
 
@@ -465,14 +491,10 @@ class Invoicer:
                 "usage_us": ln.usage_us,
                 "hourly_rows": ln.hourly_rows,
                 "stripe_invoice_item_id": "",
-                "idempotency_key": self._item_key(invoice_id, ln),
+                "idempotency_key": item_key(invoice_id, revision, ln),
             }
             for ln in comp.lines
         ]
-
-    @staticmethod
-    def _item_key(invoice_id: str, ln: Line) -> str:
-        return idempotency_key("item", invoice_id, ln.line_key, ln.amount_minor, ln.quantity)
 
     def _sync(self, due: Due, customers: dict[str, str]) -> Synced:
         """Stripe only (no ledger I/O, safe in a thread): customer -> invoice -> items ->
@@ -517,11 +539,9 @@ class Invoicer:
                     inv.id,
                     ln.amount_minor,
                     cur,
-                    f"{ln.description} ({ln.quantity_display} {ln.unit} x {ln.unit_price})"
-                    if ln.unit
-                    else ln.description,
-                    {"tenant_id": tenant.id, "period": p, "line_id": f"{inv_id}/{ln.line_key}"},
-                    self._item_key(inv_id, ln),
+                    item_description(ln),
+                    {"tenant_id": tenant.id, "period": p, "line_id": line_id},
+                    item_key(inv_id, view.revision, ln),
                 )
             if found is None or found.status == "draft":
                 self.stripe.finalize(inv.id, idempotency_key("finalize", *basis))

@@ -1,0 +1,59 @@
+"""Billing scenarios for the risks a review found (issue 9, section 2), over whole periods with
+an injected clock, on chdb and the recording fake Stripe (see :mod:`tests.scenarios.world`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.scenarios.world import OCT, OCT_FINAL, H, World, at, external, gm, per_unit_card, result
+
+pytestmark = [pytest.mark.chdb]
+
+
+# -- Stripe idempotency keys identify exactly what they send ----------------------------------
+
+
+def test_a_new_revision_after_a_failed_sync_reuses_no_key_of_the_old_one(world: World) -> None:
+    """Revision 1's sync stops after its first item; late usage then makes revision 2, with a
+    Stripe invoice of its own. Its unchanged line must not reuse revision 1's item key (Stripe
+    refuses a key sent again with another ``invoice`` parameter, for 24 hours)."""
+    world.configure([external("resync", "list-usd")], [per_unit_card()])
+    world.spread("resync", at(10, 9), 2, 10 * H)  # H100/full: 10 h = 20.00
+    world.usage("resync", at(10, 9), 7 * H, mig="3g.40gb")  # H100/3g.40gb: 3 h = 6.00
+    world.bill(OCT, at(11, 2))
+    # the second item request fails for good: the Stripe invoice and one item exist
+    world.fake.fail("POST", "/v1/invoiceitems", times=None, kind="400", skip=1)
+    assert result(world.bill(OCT, OCT_FINAL), "resync").status == "failed"
+    first = world.invoice(gm(OCT, "resync"))
+    assert (first.revision, first.status, first.sync_started) == (1, "draft", True)
+    assert (len(world.fake.created("invoice")), len(world.fake.created("invoiceitem"))) == (1, 1)
+
+    world.fake.clear_failures()
+    world.usage("resync", at(10, 9), 14 * H, mig="3g.40gb", version=2)  # late: 6 h = 12.00
+    world.clock.advance(hours=1)
+    r = result(world.bill(OCT), "resync")
+
+    assert (r.status, r.amount) == ("finalized", Decimal("32.00")), r.error
+    assert [q for q in world.fake.requests if q.outcome == "idempotency_error"] == []
+    view = world.invoice(r.invoice_id)
+    assert view.revision == 2
+    items = world.fake.items_for(view.stripe_invoice_id)
+    assert sorted(i["amount"] for i in items) == [1200, 2000]
+    # the key the ledger holds for each line is the key its Stripe item was created with
+    posted = {
+        q.idempotency_key: q.params["metadata"]["line_id"]
+        for q in world.fake.requests_to("/v1/invoiceitems", "POST")
+        if q.outcome == "ok" and q.params["invoice"] == view.stripe_invoice_id
+    }
+    ledger_keys = {
+        ln["idempotency_key"]: ln["line_id"]
+        for ln in world.ledger.lines(view.invoice_id, view.revision)
+    }
+    assert posted == ledger_keys
+    # revision 1's Stripe draft is never finalized nor sent (it is not the customer's bill)
+    (old,) = [i for i in world.fake.created("invoice") if i["id"] != view.stripe_invoice_id]
+    assert world.fake.invoice(old["id"])["status"] == "draft"
+    assert world.fake.sent_count(old["id"]) == 0
+    assert world.reconcile(OCT).clean
