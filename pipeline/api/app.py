@@ -55,6 +55,12 @@ HTTP_STATUS: dict[BillingErrorCode, int] = {
     BillingErrorCode.INVALID_PERIOD: 422,
     BillingErrorCode.INVALID_TRANSITION: 409,
     BillingErrorCode.WEBHOOK_SIGNATURE: 400,
+    # signed by Stripe but not an event we can apply: retrying the same bytes cannot help
+    BillingErrorCode.WEBHOOK_EVENT_INVALID: 400,
+    # our failure while applying a verified event (nothing recorded): Stripe retries a 5xx
+    BillingErrorCode.WEBHOOK_PROCESSING_FAILED: 500,
+    # finalized in Stripe, not yet in the ledger: Stripe retries after the next billing run
+    BillingErrorCode.INVOICE_NOT_FINALIZED: 503,
 }
 
 TAGS = [
@@ -388,45 +394,58 @@ def create_app(
         tags=["stripe"],
         response_model=WebhookResult,
         summary="Stripe events: invoice.paid, invoice.payment_failed, invoice.voided",
-        responses=_errors(400, 503),
+        responses=_errors(400, 500, 503),
     )
     async def stripe_webhook(
         request: Request,
         stripe_signature: Annotated[
             str | None, Header(alias="Stripe-Signature", description="Stripe's signature")
         ] = None,
-    ) -> WebhookResult | JSONResponse:
+    ) -> WebhookResult:
         import stripe
 
         payload = await request.body()
         secret = settings.stripe_webhook_secret.get_secret_value()
-        try:
-            stripe.Webhook.construct_event(payload, stripe_signature, secret)
-            event = json.loads(payload)
-            if not isinstance(event, dict):
-                raise ValueError("the payload is not a JSON object")
-        except stripe.SignatureVerificationError as exc:
-            reason = exc.user_message or "signature does not verify"
+        try:  # the signature is over the text: a payload that is not UTF-8 cannot be verified
+            text = payload.decode("utf-8")
+            stripe.WebhookSignature.verify_header(
+                text, stripe_signature, secret, stripe.Webhook.DEFAULT_TOLERANCE
+            )
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+            reason = (
+                exc.user_message or "signature does not verify"
+                if isinstance(exc, stripe.SignatureVerificationError)
+                else "payload is not UTF-8"
+            )
             _refused(request, reason, len(payload))
             raise BillingError(
                 BillingErrorCode.WEBHOOK_SIGNATURE, "the Stripe signature does not verify"
             ) from None
-        except ValueError:  # not UTF-8 / not JSON, with a valid signature
-            _refused(request, "payload is not a UTF-8 JSON object", len(payload))
+        # from here on the payload is Stripe's: a failure is not a bad signature
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            _refused(request, "signed payload is not a JSON object", len(payload))
             raise BillingError(
-                BillingErrorCode.WEBHOOK_SIGNATURE, "the payload is not a Stripe event"
-            ) from None
+                BillingErrorCode.WEBHOOK_EVENT_INVALID, "the payload is not a Stripe event"
+            )
         try:
             outcome = await run_in_threadpool(_apply, event)
-        except ValueError as exc:
-            _refused(request, str(exc), len(payload))
-            raise BillingError(BillingErrorCode.WEBHOOK_SIGNATURE, str(exc)) from None
         except NotYetFinalized as exc:  # Stripe retries a 503 later
-            log.warning("stripe webhook %s deferred: %s", event.get("id"), exc)
-            return JSONResponse(
-                status_code=503,
-                content={"code": "billing.invoice_not_finalized_yet", "message": str(exc)},
-            )
+            log.warning("stripe webhook %s deferred: %s", event.get("id"), exc.message)
+            raise
+        except BillingError as exc:
+            _refused(request, f"{exc.code.value}: {exc.message}", len(payload))
+            raise
+        except Exception:
+            log.exception("stripe webhook %s (%s) failed", event.get("id"), event.get("type"))
+            raise BillingError(
+                BillingErrorCode.WEBHOOK_PROCESSING_FAILED,
+                f"applying Stripe event {str(event.get('id'))[:64]!r} failed; nothing was "
+                "recorded and Stripe will retry it",
+            ) from None
         log.info("stripe webhook %s %s: %s", event.get("id"), event.get("type"), outcome)
         return WebhookResult(outcome=outcome)
 

@@ -45,8 +45,11 @@ IGNORED_TRANSITION = "ignored_transition"
 IGNORED_TYPE = "ignored_type"
 
 
-class NotYetFinalized(RuntimeError):
+class NotYetFinalized(BillingError):
     """An event for an invoice whose finalization the ledger has not recorded yet."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BillingErrorCode.INVOICE_NOT_FINALIZED, message)
 
 
 def _seq(at: datetime) -> int:
@@ -93,12 +96,16 @@ def apply_stripe_event(
 ) -> str:
     """Apply one verified Stripe event to the ledger; returns the outcome (see module doc).
 
-    Raises ``ValueError`` for an event without an id or type. Errors of the ledger propagate
-    (the endpoint answers 5xx and Stripe retries; nothing was recorded)."""
+    Raises :class:`BillingError` ``billing.webhook_event_invalid`` for an event without an id
+    or type, :class:`NotYetFinalized` for an invoice whose finalization is not recorded yet.
+    Errors of the ledger propagate (the endpoint answers 5xx and Stripe retries; nothing was
+    recorded)."""
     event_id = str(event.get("id") or "")
     event_type = str(event.get("type") or "")
     if not event_id or not event_type:
-        raise ValueError("Stripe event without an id or a type")
+        raise BillingError(
+            BillingErrorCode.WEBHOOK_EVENT_INVALID, "Stripe event without an id or a type"
+        )
     if ledger.webhook_seen(event_id):
         return DUPLICATE
     obj = _invoice_object(event)

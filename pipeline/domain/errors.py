@@ -46,6 +46,15 @@ class BillingErrorCode(StrEnum):
     UNAUTHORIZED = "billing.unauthorized"
     FORBIDDEN = "billing.forbidden"
     INVALID_REQUEST = "billing.invalid_request"
+    # a verified Stripe webhook that is not an event we can apply (not a JSON object, no id
+    # or type): 400, nothing recorded
+    WEBHOOK_EVENT_INVALID = "billing.webhook_event_invalid"
+    # a verified Stripe webhook whose application failed on our side: 500, nothing recorded,
+    # Stripe retries it
+    WEBHOOK_PROCESSING_FAILED = "billing.webhook_processing_failed"
+    # a Stripe webhook about an invoice whose finalization the ledger has not recorded yet:
+    # 503, Stripe retries it after the next billing run
+    INVOICE_NOT_FINALIZED = "billing.invoice_not_finalized_yet"
 
 
 class BillingError(Exception):

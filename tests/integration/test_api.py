@@ -603,6 +603,43 @@ def test_bad_signature_is_400_and_records_nothing(
 
 
 @clickhouse
+def test_verified_event_that_cannot_be_applied_has_its_own_code(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid signature with a failure inside is not a bad signature: each failure answers
+    with its own code, and nothing is recorded (Stripe retries a non-2xx answer)."""
+    # signed, but not an event we can apply: not JSON, not an object, no id or type
+    for payload in ("not json", "[1, 2]", json.dumps(stripe_event("", "invoice.paid", "in_x"))):
+        r = api.client.post(
+            "/stripe/webhook",
+            content=payload.encode(),
+            headers={"Content-Type": "application/json", "Stripe-Signature": sign(payload)},
+        )
+        assert (r.status_code, r.json()["code"]) == (400, "billing.webhook_event_invalid"), payload
+    # a failure of ours while applying a verified event
+    caplog.set_level(logging.ERROR, logger="pipeline.api")
+
+    def broken(event_id: str) -> bool:
+        raise ValueError("ledger row with an unexpected value")
+
+    api.ledger.webhook_seen = broken  # type: ignore[method-assign]
+    r = api.deliver(stripe_event("evt_1Broken", "invoice.paid", ACME_OCT_STRIPE, ACME_OCT))
+    assert (r.status_code, r.json()["code"]) == (500, "billing.webhook_processing_failed")
+    assert "evt_1Broken" in caplog.text
+    del api.ledger.webhook_seen
+    assert api.webhook_rows() == []
+    assert api.status(ACME_OCT) == "finalized"
+
+
+@clickhouse
+def test_event_for_an_invoice_not_finalized_yet_is_503_with_a_known_code(api: Api) -> None:
+    r = api.deliver(stripe_event("evt_1Early", "invoice.paid", "in_1QFlintOct", FLINT_OCT))
+    assert r.status_code == 503
+    assert r.json()["code"] == "billing.invoice_not_finalized_yet"
+    assert api.webhook_rows() == []
+
+
+@clickhouse
 def test_invoice_paid(api: Api) -> None:
     r = api.deliver(stripe_event("evt_1Paid", "invoice.paid", ACME_OCT_STRIPE, ACME_OCT))
     assert r.status_code == 200 and r.json() == {"outcome": "applied"}

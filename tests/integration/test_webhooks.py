@@ -14,6 +14,7 @@ from pipeline.adapters.stripe_gateway import recording_http_client
 from pipeline.billing.invoicing import Invoicer
 from pipeline.billing.webhooks import NotYetFinalized, apply_stripe_event
 from pipeline.config import Config
+from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.settings import Settings
 from tests.integration.test_api import (
     ACME_OCT,
@@ -130,6 +131,7 @@ def test_void_of_a_paid_invoice_is_ignored(
 def test_event_without_id_is_refused(env: tuple[CrashingLedger, Invoicer, StepClock]) -> None:
     ledger, invoicer, clock = env
     event = stripe_event("", "invoice.paid", ACME_OCT_STRIPE)
-    with pytest.raises(ValueError, match="without an id"):
+    with pytest.raises(BillingError, match="without an id") as info:
         apply_stripe_event(event, ledger, invoicer, clock)
+    assert info.value.code == BillingErrorCode.WEBHOOK_EVENT_INVALID
     assert rows(ledger) == []
