@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 DEMO_PERIOD ?=
 DEMO_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The local stack's Stripe test key and webhook secret (stripe-mock; no default elsewhere).
+include infra/local.env
+export GPUMETER_STRIPE_API_KEY GPUMETER_STRIPE_WEBHOOK_SECRET
 
 FAULT_ARGS ?=
 BENCH_SCALE ?= 1

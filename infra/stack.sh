@@ -13,6 +13,8 @@ export GPUMETER_CLICKHOUSE_HOST=127.0.0.1
 export GPUMETER_CLICKHOUSE_PORT=$CLICKHOUSE_PORT
 export GPUMETER_STRIPE_API_BASE=http://127.0.0.1:$STRIPE_MOCK_PORT
 ENV
+  # the local stack's Stripe test key and webhook secret (infra/local.env)
+  sed -n 's/^\(GPUMETER_[A-Z_]*=.*\)$/export \1/p' "$INFRA_DIR/local.env"
 }
 
 up() {

@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
-from pipeline.settings import Settings
+from pipeline.settings import Settings, required
 
 
 def executor(settings: Settings, chdb_path: Path | None = None) -> DriverExecutor | ChdbExecutor:
@@ -26,9 +26,15 @@ def store(settings: Settings) -> Store:
     return Store(executor(settings))
 
 
-def stripe_gateway(settings: Settings) -> StripeGateway:
+def stripe_gateway(settings: Settings, *, require_key: bool = True) -> StripeGateway:
+    """The Stripe gateway; :class:`SettingsError` without ``GPUMETER_STRIPE_API_KEY`` unless
+    the caller never sends a request (``require_key=False``: the API, whose webhooks do not
+    call Stripe; a call without a key then fails with a Stripe error naming the setting)."""
+    key = settings.stripe_api_key
+    if require_key:
+        key = required(key, "stripe_api_key", "billing sends invoices through Stripe with it")
     return StripeGateway(
-        settings.stripe_api_key,
+        key,
         settings.stripe_api_base,
         max_network_retries=settings.stripe_max_retries,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline import cli_finance
 from pipeline.domain.errors import BillingError
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 
 
 def _now() -> datetime:
@@ -98,13 +98,14 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.domain.period import Period
 
     period = Period.parse(args.period)
+    gateway = stripe_gateway(settings)  # no API key: refused before any I/O
     config = Config.load(settings.config_dir)
     st = store(settings)
     args.resources.callback(st.ex.close)
     run = BillingRun(
         config,
         st,
-        stripe_gateway(settings),
+        gateway,
         settings.out_dir,
         _now,
         grace=timedelta(hours=settings.draft_grace_h),
@@ -468,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as resources:  # connections a command opens close here
             args.resources = resources
             return int(args.func(args, Settings()) or 0)
-    except BillingError as exc:
+    except (BillingError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

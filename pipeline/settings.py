@@ -11,10 +11,26 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "GPUMETER_"
+
+
+class SettingsError(Exception):
+    """A setting the command cannot run without is missing or unusable."""
+
+
+def required(value: SecretStr, field: str, purpose: str) -> SecretStr:
+    """``value`` unless it is empty: then :class:`SettingsError` naming the variable."""
+    if value.get_secret_value().strip():
+        return value
+    raise SettingsError(
+        f"{ENV_PREFIX}{field.upper()} is not set: {purpose}. It has no default outside the "
+        "local stack, whose test value is in infra/local.env (`make` and "
+        '`eval "$(infra/stack.sh env)"` export it)'
+    )
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GPUMETER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # Kafka
     kafka_bootstrap: str = "localhost:19092"
@@ -41,13 +57,16 @@ class Settings(BaseSettings):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
 
-    # Stripe
-    stripe_api_key: SecretStr = SecretStr("sk_test_123")
+    # Stripe. The two secrets have no default: billing refuses to start without the API key
+    # and the webhook endpoint without the signing secret (see :func:`required`); the local
+    # stack (Makefile, infra/stack.sh, docker compose, the tests) sets stripe-mock's test
+    # values from infra/local.env.
+    stripe_api_key: SecretStr = SecretStr("")
     stripe_api_base: str = "http://127.0.0.1:12111"
     stripe_max_retries: int = 4  # rate limits, 5xx and network errors, with backoff
     stripe_threads: int = 4  # invoices synced to Stripe concurrently by a billing run
     # webhook signing secret (whsec_...): events whose signature does not verify are refused
-    stripe_webhook_secret: SecretStr = SecretStr("whsec_gpumeter_local_test_secret")
+    stripe_webhook_secret: SecretStr = SecretStr("")
 
     # Billing: a draft invoice stays open (and follows late usage) this long after its
     # period ends; the first billing run after that finalizes it and sends it through Stripe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,19 @@ from pipeline.config import Config
 from pipeline.settings import REPO_ROOT
 
 pytest_plugins = ["tests.services"]
+
+
+def _local_stack_env() -> None:
+    """The tests run on the local stack: its Stripe test key and webhook secret
+    (``infra/local.env``) for every ``Settings()`` and every process a test starts, unless
+    the environment already has them. Settings have no default for them."""
+    for line in (REPO_ROOT / "infra" / "local.env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key.strip(), value.strip())
+
+
+_local_stack_env()
 
 
 @pytest.fixture(scope="session")

@@ -256,6 +256,13 @@ class StripeGateway:
         return delay * (0.5 + random.random() / 2)
 
     def _call(self, what: str, idem: str | None, fn: Callable[[], T]) -> T:
+        if not self._key.get_secret_value().strip():
+            raise StripeSyncError(
+                f"Stripe {what}: no API key (GPUMETER_STRIPE_API_KEY is not set)",
+                transient=False,
+                http_status=None,
+                code="no_api_key",
+            )
         stripe = _stripe()
         retries = 0
         while True:

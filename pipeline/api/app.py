@@ -44,7 +44,7 @@ from pipeline.domain.documents import InvoiceDocument, Status
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
-from pipeline.settings import Settings
+from pipeline.settings import Settings, required
 
 log = logging.getLogger("pipeline.api")
 
@@ -172,7 +172,7 @@ class Services:
                     self.config,
                     Store(ledger.ex),
                     ledger,
-                    stripe_gateway(self.settings),
+                    stripe_gateway(self.settings, require_key=False),  # webhooks only
                     self.settings.out_dir,
                     self.clock,
                     timedelta(hours=self.settings.draft_grace_h),
@@ -217,12 +217,17 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """The API. Raises :class:`~pipeline.api.auth.TokenConfigError` when ``api_tokens`` is
-    malformed (the message names the entry, never its token)."""
+    malformed (the message names the entry, never its token) and
+    :class:`~pipeline.settings.SettingsError` without a Stripe webhook secret."""
     auth = TokenAuth.from_setting(settings.api_tokens)
     if not len(auth):
         log.warning("no API tokens configured (GPUMETER_API_TOKENS): every /invoices call is 401")
-    if not settings.stripe_webhook_secret.get_secret_value().strip():
-        log.warning("no Stripe webhook secret configured: every webhook is refused")
+    required(
+        settings.stripe_webhook_secret,
+        "stripe_webhook_secret",
+        "the Stripe webhook endpoint verifies every event with it (the endpoint's signing "
+        "secret, whsec_..., from Stripe's dashboard)",
+    )
     services = Services(settings, config, ledger, invoicer, clock)
 
     app = FastAPI(

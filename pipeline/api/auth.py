@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from pipeline.settings import SettingsError
+
 ROLES = ("finance", "team", "partner")
 FINANCE = "finance"
 _EXPECTED = "expected token=role[:subject] with role finance, team:<cost centre> or partner:<id>"
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(SettingsError, ValueError):
     """``api_tokens`` is malformed. The message never contains a token."""
 
 
