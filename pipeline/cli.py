@@ -118,10 +118,12 @@ def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
     print_billing(report)
     if report.failed:
         for r in report.failed:
-            print(f"bill: FAILED {r.tenant_id} ({r.invoice_id}): {r.error}", file=sys.stderr)
+            invoice = f" ({r.invoice_id})" if r.invoice_id else ""
+            print(f"bill: FAILED {r.tenant_id}{invoice}: {r.error}", file=sys.stderr)
         names = ", ".join(r.tenant_id for r in report.failed)
         print(
-            f"bill: {len(report.failed)} tenant(s) failed: {names}; rerun `gpumeter bill "
+            f"bill: {len(report.failed)} tenant(s) failed: {names}; the others are billed. "
+            f"Fix the cause (Stripe, or a rate card without a price) and rerun `gpumeter bill "
             f"--period {period}` to retry them (nothing is sent twice)",
             file=sys.stderr,
         )

@@ -3,6 +3,7 @@ the field and the problem."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,12 +12,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.domain.contracts import Contract
+from pipeline.domain.coverage import CoverageGap, coverage_gaps
 from pipeline.domain.documents import Party
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.rating import RateCard
 from pipeline.domain.reference import GpuCatalog, ReferenceData
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class ConfigError(BillingError):
@@ -123,6 +126,17 @@ class Config:
     def card_for(self, tenant_id: str) -> RateCard:
         return self.rate_cards[self.reference.tenants[tenant_id].rate_card]
 
+    def coverage_gaps(self) -> list[CoverageGap]:
+        """Where a rate card has no price for a GPU model (and its MIG profiles) of the
+        catalogue. A warning, not an error: a card need not sell every model, and usage that
+        falls in a gap fails only its own tenant's billing (``billing.no_price_for_usage``,
+        naming the usage key), while :meth:`load` logs each gap and ``gpumeter bill`` prints
+        them before billing."""
+        catalog = self.reference.catalog
+        return [
+            g for _, card in sorted(self.rate_cards.items()) for g in coverage_gaps(card, catalog)
+        ]
+
     @classmethod
     def load(cls, config_dir: Path) -> Config:
         ref = load_reference(config_dir)
@@ -154,4 +168,7 @@ class Config:
                     ],
                     BillingErrorCode.INVALID_REFERENCE_DATA,
                 )
-        return cls(ref, cards, contracts, seller)
+        config = cls(ref, cards, contracts, seller)
+        for gap in config.coverage_gaps():
+            log.warning("%s: %s", config_dir / "rate_cards.yaml", gap.message())
+        return config

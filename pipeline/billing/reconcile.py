@@ -27,6 +27,7 @@ from fractions import Fraction
 from pipeline.adapters.ledger import InvoiceView, Ledger, current_of, source_key
 from pipeline.adapters.store import Store
 from pipeline.config import Config
+from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.money import from_minor, round_money
 from pipeline.domain.period import Period
 from pipeline.domain.rating import UsageRow, rate_usage
@@ -53,6 +54,7 @@ class TenantReconciliation:
     invoiced: Decimal
     explained: dict[str, Fraction] = field(default_factory=dict)
     adjusted_later: Decimal = Decimal(0)  # usage since invoicing already billed later
+    error: str = ""  # usage its rate card cannot price (status no_price): never clean
 
     @property
     def unexplained(self) -> Fraction:
@@ -70,6 +72,7 @@ class TenantReconciliation:
             f"status={self.status} currency={self.currency} metered={m(self.metered)} "
             + (terms + " " if terms else "")
             + f"invoiced={self.invoiced} unexplained={m(self.unexplained)}"
+            + (f" error={self.error}" if self.error else "")
         )
 
 
@@ -87,7 +90,7 @@ class Reconciliation:
 
     @property
     def clean(self) -> bool:
-        return all(t.unexplained == 0 for t in self.tenants)
+        return all(t.unexplained == 0 and not t.error for t in self.tenants)
 
     def summary_line(self) -> str:
         tot = sorted(self.totals().items())
@@ -112,65 +115,85 @@ def reconcile(config: Config, store: Store, ledger: Ledger, period: Period) -> R
     out = []
     external = {t.id for t in config.reference.tenants.values() if t.kind == "external"}
     for tenant_id in sorted((set(usage) & external) | set(views)):
-        contract = config.contract(tenant_id)
-        card = config.card_for(tenant_id)
-        catalog = config.reference.catalog
-        metered = sum(
-            (
-                ln.exact
-                for ln in rate_usage(
-                    usage.get(tenant_id, []), card, catalog, contract.tier_of
-                ).lines
-            ),
-            Fraction(0),
-        )
-        view = views.get(tenant_id)
-        if view is None:
+        try:
+            out.append(_tenant(config, ledger, tenant_id, usage, views, later_adjustments))
+        except BillingError as exc:  # usage without a price: this tenant only
+            if exc.code is not BillingErrorCode.NO_PRICE:
+                raise
+            view = views.get(tenant_id)
             out.append(
                 TenantReconciliation(
-                    tenant_id, card.currency, "", "not_invoiced", metered, Decimal(0)
+                    tenant_id,
+                    config.card_for(tenant_id).currency,
+                    view.invoice_id if view is not None else "",
+                    "no_price",
+                    Fraction(0),  # unknown: the usage cannot be valued
+                    view.total if view is not None and view.status != "void" else Decimal(0),
+                    error=f"{exc.code.value}: {exc.message}",
                 )
             )
-            continue
-        lines = ledger.lines(view.invoice_id, view.revision)
-        by_kind: dict[str, Fraction] = defaultdict(Fraction)
-        usage_exact = Fraction(0)
-        for ln in lines:
-            amount = Fraction(from_minor(ln["amount_minor"], view.currency))
-            by_kind[ln["kind"]] += amount
-            if ln["kind"] == "usage":
-                usage_exact += Fraction(ln["exact_amount"])
-        lineage: dict[HourlyKey, UsageRow] = {}
-        for src in ledger.line_sources(view.invoice_id, view.revision):
-            key = source_key(tenant_id, src)
-            lineage[key] = UsageRow(key, int(src["usage_us"]))  # once, even behind 2 tier lines
-        billed_value = sum(
-            (
-                ln.exact
-                for ln in rate_usage(lineage.values(), card, catalog, contract.tier_of).lines
-            ),
-            Fraction(0),
-        )
-        rec = TenantReconciliation(
-            tenant_id,
-            view.currency,
-            view.invoice_id,
-            view.status,
-            metered,
-            Decimal(0) if view.status == "void" else view.total,
-            adjusted_later=later_adjustments.get(tenant_id, Decimal(0)),
-        )
-        rec.explained = {
-            "rounding": by_kind["usage"] - usage_exact,
-            "discount": by_kind["discount"],
-            "minimum": by_kind["minimum"],
-            "credit": by_kind["credit"],
-            "adjustment": by_kind["adjustment"],
-            "usage_since_invoicing": billed_value - metered,
-            "void": -Fraction(view.total) if view.status == "void" else Fraction(0),
-        }
-        out.append(rec)
     return Reconciliation(p, out)
+
+
+def _tenant(
+    config: Config,
+    ledger: Ledger,
+    tenant_id: str,
+    usage: dict[str, list[UsageRow]],
+    views: dict[str, InvoiceView],
+    later_adjustments: dict[str, Decimal],
+) -> TenantReconciliation:
+    """One tenant's metered value against its invoice (the equation in the module doc)."""
+    contract = config.contract(tenant_id)
+    card = config.card_for(tenant_id)
+    catalog = config.reference.catalog
+    metered = sum(
+        (
+            ln.exact
+            for ln in rate_usage(usage.get(tenant_id, []), card, catalog, contract.tier_of).lines
+        ),
+        Fraction(0),
+    )
+    view = views.get(tenant_id)
+    if view is None:
+        return TenantReconciliation(
+            tenant_id, card.currency, "", "not_invoiced", metered, Decimal(0)
+        )
+    lines = ledger.lines(view.invoice_id, view.revision)
+    by_kind: dict[str, Fraction] = defaultdict(Fraction)
+    usage_exact = Fraction(0)
+    for ln in lines:
+        amount = Fraction(from_minor(ln["amount_minor"], view.currency))
+        by_kind[ln["kind"]] += amount
+        if ln["kind"] == "usage":
+            usage_exact += Fraction(ln["exact_amount"])
+    lineage: dict[HourlyKey, UsageRow] = {}
+    for src in ledger.line_sources(view.invoice_id, view.revision):
+        key = source_key(tenant_id, src)
+        lineage[key] = UsageRow(key, int(src["usage_us"]))  # once, even behind 2 tier lines
+    billed_value = sum(
+        (ln.exact for ln in rate_usage(lineage.values(), card, catalog, contract.tier_of).lines),
+        Fraction(0),
+    )
+    rec = TenantReconciliation(
+        tenant_id,
+        view.currency,
+        view.invoice_id,
+        view.status,
+        metered,
+        Decimal(0) if view.status == "void" else view.total,
+        adjusted_later=later_adjustments.get(tenant_id, Decimal(0)),
+    )
+    rec.explained = {
+        "rounding": by_kind["usage"] - usage_exact,
+        "discount": by_kind["discount"],
+        "minimum": by_kind["minimum"],
+        "credit": by_kind["credit"],
+        "adjustment": by_kind["adjustment"],
+        "usage_since_invoicing": billed_value - metered,
+        "void": -Fraction(view.total) if view.status == "void" else Fraction(0),
+    }
+    return rec
 
 
 def _later_adjustments(ledger: Ledger, period: str) -> dict[str, Decimal]:

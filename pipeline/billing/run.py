@@ -32,8 +32,19 @@ from pipeline.billing.chargeback import chargeback_rows, write_chargeback_files
 from pipeline.billing.documents import invoices_csv
 from pipeline.billing.invoicing import Due, Invoicer, Known, TenantResult
 from pipeline.config import Config
+from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.period import Period
-from pipeline.domain.rating import rate_usage
+from pipeline.domain.rating import UsageRow, gpu_hours, rate_usage
+from pipeline.domain.reference import GpuCatalog, Tenant
+from pipeline.domain.usage import HourlyKey
+
+
+def _fraction(catalog: GpuCatalog, key: HourlyKey) -> Fraction:
+    """A row's share of a GPU; 1 for a model or profile the catalogue lacks."""
+    try:
+        return catalog.fraction(key.gpu_model, key.mig_profile)
+    except KeyError:
+        return Fraction(1)
 
 
 @dataclass
@@ -83,6 +94,47 @@ class BillingRun:
         }
         return sorted(with_usage | set(known.closed) | zero | set(known.views))
 
+    def _unrated(
+        self,
+        tenant: Tenant,
+        period: Period,
+        rows: list[UsageRow],
+        known: Known,
+        exc: BillingError,
+    ) -> TenantResult:
+        """A tenant whose usage (or an earlier period's, for an adjustment) has a row its rate
+        card cannot price: it fails alone, recorded like a Stripe failure, and nothing of it
+        is written; the run goes on with the other tenants."""
+        current = known.current(tenant.id) if tenant.kind == "external" else None
+        invoice_id = current.invoice_id if current is not None else ""
+        self.ledger.record_failure(
+            {
+                "period": str(period),
+                "tenant_id": tenant.id,
+                "invoice_id": invoice_id,
+                "at": self.clock(),
+                "stage": "rating",
+                "transient": 0,
+                "http_status": 0,
+                "code": exc.code.value,
+                "message": exc.message,
+            }
+        )
+        catalog = self.config.reference.catalog
+        return TenantResult(
+            tenant.id,
+            tenant.kind,
+            self.config.card_for(tenant.id).currency,
+            sum(
+                (gpu_hours(r.usage_us, _fraction(catalog, r.key)) for r in rows),
+                Fraction(0),
+            ),
+            Decimal(0),
+            "failed",
+            invoice_id=invoice_id,
+            error=f"{exc.code.value}: {exc.message}",
+        )
+
     def run(self, period: Period) -> BillingReport:
         report = BillingReport(str(period), out_dir=self.out_root / str(period))
         usage = self.store.hourly_rows(period)
@@ -98,18 +150,24 @@ class BillingRun:
                 if tenant is None:  # the worker dead-letters unknown tenants; defensive
                     raise ValueError(f"usage for unknown tenant {tenant_id!r}")
                 rows = usage.get(tenant_id, [])
-                if tenant.kind == "external":
-                    o, d = self.invoicer.prepare(tenant, period, rows, known)
-                    if d is not None:
-                        due.append((len(report.results), d))
-                    if o.status != "no_invoice":
-                        report.results.append(o)
+                try:
+                    if tenant.kind == "external":
+                        o, d = self.invoicer.prepare(tenant, period, rows, known)
+                        if d is not None:
+                            due.append((len(report.results), d))
+                        if o.status != "no_invoice":
+                            report.results.append(o)
+                        continue
+                    card = self.config.card_for(tenant_id)
+                    contract = self.config.contract(tenant_id)
+                    lines = rate_usage(
+                        rows, card, self.config.reference.catalog, contract.tier_of
+                    ).lines
+                except BillingError as exc:
+                    if exc.code is not BillingErrorCode.NO_PRICE:
+                        raise
+                    report.results.append(self._unrated(tenant, period, rows, known, exc))
                     continue
-                card = self.config.card_for(tenant_id)
-                contract = self.config.contract(tenant_id)
-                lines = rate_usage(
-                    rows, card, self.config.reference.catalog, contract.tier_of
-                ).lines
                 chargeback += chargeback_rows(
                     tenant,
                     period,

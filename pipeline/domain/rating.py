@@ -199,8 +199,11 @@ class RateCard(BaseModel):
             raise BillingError(
                 BillingErrorCode.NO_PRICE,
                 f"rate card {self.id!r} has no price for GPU model {key.gpu_model!r} "
-                f"(region {key.region}, provider {key.provider}, tier {tier}) at "
-                f"{when.isoformat()}",
+                f"(region {key.region!r}, provider {key.provider!r}, tier {tier}) at "
+                f"{when.isoformat()}; usage key: tenant {key.tenant_id!r}, hour "
+                f"{when.isoformat()}, project {key.project_id!r}, GPU model "
+                f"{key.gpu_model!r}, MIG profile {key.mig_profile!r}, region {key.region!r}, "
+                f"provider {key.provider!r}, cluster {key.cluster!r}",
             )
         return max(found, key=lambda p: p.specificity)
 

@@ -57,3 +57,58 @@ def test_a_new_revision_after_a_failed_sync_reuses_no_key_of_the_old_one(world: 
     assert world.fake.invoice(old["id"])["status"] == "draft"
     assert world.fake.sent_count(old["id"]) == 0
     assert world.reconcile(OCT).clean
+
+
+# -- a usage row without a price fails its tenant alone --------------------------------------
+
+
+def test_usage_without_a_price_fails_its_tenant_alone(world: World) -> None:
+    world.configure(
+        [
+            external("fine", "list-usd"),
+            external("gap", "list-usd"),
+            {
+                "id": "team-x",
+                "name": "Team X",
+                "kind": "internal",
+                "currency": "USD",
+                "rate_card": "list-usd",
+                "cost_centre": "rnd/x",
+            },
+        ],
+        [per_unit_card()],  # H100 only
+    )
+    world.spread("fine", at(10, 9), 2, 10 * H)  # 20.00
+    world.spread("gap", at(10, 9), 2, 10 * H)
+    world.usage("gap", at(10, 9, 5), 2 * H, gpu="A100", mig="", project="vision", cluster="c9")
+    world.spread("team-x", at(10, 9), 2, 4 * H)
+    world.usage("team-x", at(10, 10), H, gpu="H200", region="eu-north-1")
+
+    report = world.bill(OCT, OCT_FINAL)
+
+    fine = result(report, "fine")
+    assert (fine.status, fine.amount) == ("finalized", Decimal("20.00"))
+    gap, team = result(report, "gap"), result(report, "team-x")
+    assert (gap.status, team.status) == ("failed", "failed")
+    assert gap.error.startswith("billing.no_price_for_usage: ")
+    # the message names the usage key it could not price
+    for part in ("gap", "2026-10-09T05:00", "vision", "A100", "us-east-1", "fjord-compute", "c9"):
+        assert part in gap.error, part
+    assert "H200" in team.error and "eu-north-1" in team.error
+    assert sorted(r.tenant_id for r in report.failed) == ["gap", "team-x"]
+    failures = {f["tenant_id"]: f for f in world.ledger.failures("2026-10")}
+    assert set(failures) == {"gap", "team-x"}
+    assert (failures["gap"]["stage"], failures["gap"]["code"]) == (
+        "rating",
+        "billing.no_price_for_usage",
+    )
+    # nothing half-done for the failed tenants; the others are billed
+    assert world.ledger.invoices("2026-10", "gap") == []
+    assert world.invoice(gm(OCT, "fine")).status == "finalized"
+    assert len(world.fake.created("invoice")) == 1
+    # reconcile goes on too, and is not clean while usage is left unpriced
+    rec = world.reconcile(OCT)
+    by = {t.tenant_id: t for t in rec.tenants}
+    assert by["fine"].unexplained == 0
+    assert by["gap"].status == "no_price" and "A100" in by["gap"].error
+    assert not rec.clean

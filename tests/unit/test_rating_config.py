@@ -193,3 +193,63 @@ def test_bad_contract_names_file_and_field(tmp_config: Path) -> None:
     (tmp_config / "contracts.yaml").write_text("contracts:\n  - tenant: nobody\n")
     with pytest.raises(ConfigError, match="unknown tenant 'nobody'"):
         Config.load(tmp_config)
+
+
+# -- rate cards that do not cover the catalogue -------------------------------------------------
+
+
+def gaps_of(config: Config, prices: object) -> list[str]:
+    from dataclasses import replace
+
+    card = RateCard.model_validate({"id": "probe", "currency": "USD", "prices": prices})
+    return [g.message() for g in replace(config, rate_cards={"probe": card}).coverage_gaps()]
+
+
+def test_shipped_rate_cards_cover_the_whole_catalogue(config: Config) -> None:
+    assert config.coverage_gaps() == []
+
+
+def test_a_model_missing_from_a_card_is_reported_with_its_profiles(config: Config) -> None:
+    full = {m: "1.00" for m in config.reference.catalog.gpus}
+    del full["B200"]
+    (gap,) = gaps_of(config, full)
+    assert gap.startswith("rate card 'probe' has no price for GPU model B200 (full GPU and MIG ")
+    assert "1g.23gb" in gap and "7g.180gb" in gap and "billing.no_price_for_usage" in gap
+    (gap,) = gaps_of(config, {m: "1.00" for m in config.reference.catalog.gpus if m != "L40S"})
+    assert "GPU model L40S (full GPU)" in gap
+
+
+def test_narrowed_or_dated_prices_leave_gaps_that_are_named(config: Config) -> None:
+    others = [{"gpu_model": m, "price": "1.00"} for m in ("H200", "B200", "A100", "L40S")]
+    only_region = [{"gpu_model": "H100", "region": "eu-north-1", "price": "2.00"}, *others]
+    (gap,) = gaps_of(config, only_region)
+    assert "GPU model H100" in gap and "outside region eu-north-1" in gap
+    spot_only = [{"gpu_model": "H100", "tier": "spot", "price": "1.00"}, *others]
+    (gap,) = gaps_of(config, spot_only)
+    assert "tiers on-demand, reserved" in gap
+    hole = [
+        {"gpu_model": "H100", "price": "2.00", "effective_until": "2026-10-01T00:00:00Z"},
+        {"gpu_model": "H100", "price": "2.10", "effective_from": "2026-10-15T00:00:00Z"},
+        *others,
+    ]
+    (gap,) = gaps_of(config, hole)
+    assert "from 2026-10-01T00:00Z until 2026-10-15T00:00Z" in gap
+    covered = [
+        {"gpu_model": "H100", "price": "2.00", "effective_until": "2026-10-15T00:00:00Z"},
+        {"gpu_model": "H100", "price": "2.10", "effective_from": "2026-10-15T00:00:00Z"},
+        {"gpu_model": "H100", "region": "eu-north-1", "price": "1.90"},
+        *others,
+    ]
+    assert gaps_of(config, covered) == []
+
+
+def test_config_load_reports_gaps_as_warnings(
+    tmp_config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cards = (tmp_config / "rate_cards.yaml").read_text()
+    (tmp_config / "rate_cards.yaml").write_text(cards.replace('B200: "3.40", ', ""))
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        loaded = Config.load(tmp_config)  # a warning, not an error: the others bill
+    (gap,) = loaded.coverage_gaps()
+    assert (gap.card, gap.gpu_model) == ("internal-transfer", "B200")
+    assert "rate card 'internal-transfer' has no price for GPU model B200" in caplog.text
