@@ -348,7 +348,7 @@ def billing_month(settings: Settings, config: Config, tenants: int, root: Path) 
             model, mig = models[(i + h) % 3]
             key = HourlyKey(
                 f"bench-t{i:04d}", h0 + h * 3600, "p", model, mig, "eu-west-1", "own-dc", "c1"
-            ).encode()
+            )
             rows.append(hourly_row(key, Agg(rng.randrange(1, 8) * HOUR_US, 0, 1, 1), now))
         if len(rows) > 200_000:
             ex.insert("usage_hourly", HOURLY_COLUMNS, rows)

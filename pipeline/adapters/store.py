@@ -9,11 +9,13 @@ from typing import Any
 from pipeline.adapters.clickhouse import Executor
 from pipeline.domain.period import Period
 from pipeline.domain.rating import UsageRow
-from pipeline.domain.usage import HourlyKey
+from pipeline.domain.usage import KEY_COLUMNS, HourlyKey
 
+# the key columns in HourlyKey's field order (hour as epoch seconds), then the quantities
 HOURLY_SELECT = (
-    "SELECT tenant_id, toUInt32(hour), project_id, gpu_model, mig_profile, region, provider, "
-    "cluster, usage_us, busy_us FROM usage_hourly FINAL "
+    "SELECT "
+    + ", ".join("toUInt32(hour)" if c == "hour" else c for c in KEY_COLUMNS)
+    + ", usage_us, busy_us FROM usage_hourly FINAL "
     "WHERE hour >= toDateTime(%(start)s, 'UTC') AND hour < toDateTime(%(end)s, 'UTC')"
 )
 
@@ -32,8 +34,10 @@ class Store:
             sql += " AND tenant_id = %(tenant)s"
             params["tenant"] = tenant_id
         out: dict[str, list[UsageRow]] = defaultdict(list)
-        for t, h, p, g, m, r, pr, c, usage, busy in self.ex.execute(sql, params):
-            out[t].append(UsageRow(HourlyKey(t, int(h), p, g, m, r, pr, c), int(usage), int(busy)))
+        n = len(KEY_COLUMNS)
+        for row in self.ex.execute(sql, params):
+            key = HourlyKey(*row[:n])
+            out[key.tenant_id].append(UsageRow(key, int(row[n]), int(row[n + 1])))
         return dict(out)
 
     def late_usage(self, period: Period) -> list[tuple[str, datetime, str, str, int, int]]:

@@ -15,12 +15,12 @@ Two kinds of repetition are told apart:
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.domain.events import UsageSample
+from pipeline.domain.events import DedupeKey, UsageSample
 from pipeline.domain.hours import HOUR_US, US_PER_SECOND
-from pipeline.domain.usage import contributions
+from pipeline.domain.usage import Contribution, HourlyKey, contributions
 
 INDEX_BITS = 20
 MAX_SAMPLES_PER_MESSAGE = 1 << INDEX_BITS
@@ -54,16 +54,17 @@ class FoldResult:
     late: list[bool] = field(default_factory=list)  # per accepted sample: any part late
     duplicates: int = 0
     replayed_contributions: int = 0
-    dirty: dict[str, Agg] = field(default_factory=dict)
+    dirty: dict[HourlyKey, Agg] = field(default_factory=dict)
 
 
 def fold(
-    samples_with_pos: list[tuple[UsageSample, int, int]],
-    seen: MutableMapping[str, int],
-    load: Callable[[str], Agg],
+    samples_with_pos: Sequence[tuple[UsageSample, int, int]],
+    seen: MutableMapping[DedupeKey, int],
+    load: Callable[[HourlyKey], Agg],
     result: FoldResult | None = None,
     arrival_us: int | None = None,
     grace_us: int = HOUR_US,
+    parts: Sequence[list[Contribution]] | None = None,
 ) -> FoldResult:
     """Fold ``(sample, offset, index)`` of one message into aggregates.
 
@@ -71,11 +72,13 @@ def fold(
     reads a key's stored aggregate. ``arrival_us`` is when the message reached Kafka (its
     record time): a contribution to an hour that arrives more than ``grace_us`` after the hour
     ended is still counted, and also added to the key's ``late_us``. The changed aggregates
-    are returned in ``result.dirty`` (encoded key -> absolute value) for the caller to
-    persist; nothing here does I/O.
+    are returned in ``result.dirty`` (key -> absolute value) for the caller to persist;
+    nothing here does I/O. ``parts``, when given, holds each sample's contributions already
+    computed (the processor computes them first, so that a sample that cannot be split fails
+    alone before anything is folded).
     """
     res = result or FoldResult()
-    for sample, offset, index in samples_with_pos:
+    for n, (sample, offset, index) in enumerate(samples_with_pos):
         ident = sample.dedupe_key
         version = version_of(offset, index)
         first = seen.get(ident)
@@ -86,12 +89,12 @@ def fold(
             seen[ident] = version
         res.accepted.append(sample)
         any_late = False
-        for c in contributions(sample):
+        for c in contributions(sample) if parts is None else parts[n]:
             late = arrival_us is not None and arrival_us > (
                 c.key.hour_s * US_PER_SECOND + HOUR_US + grace_us
             )
             any_late |= late
-            k = c.key.encode()
+            k = c.key
             agg = res.dirty.get(k)
             if agg is None:
                 agg = load(k)

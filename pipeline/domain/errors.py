@@ -27,6 +27,11 @@ class RejectReason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     KEY_MISMATCH = "key_mismatch"  # message key is not the tenant_id of its samples
+    UNKNOWN_REGION = "unknown_region"  # region of no partner in config/partners.yaml
+    REGION_PROVIDER_MISMATCH = "region_provider_mismatch"  # region is not the provider's
+    # a deterministic failure while processing a valid-looking event (fold, building rows);
+    # the detail holds the exception text
+    PROCESSING_ERROR = "processing_error"
 
 
 class BillingErrorCode(StrEnum):

@@ -4,6 +4,21 @@ A Kafka message holds either one event in structured JSON mode or a JSON array o
 (CloudEvents batch mode: a collector sends one message per node per interval with a sample per
 GPU). Every event keeps its own identity: ``(source, id)``.
 
+**What each string accepts** (enforced here, in the JSON Schemas and in ClickHouse round
+trips; anything else is dead-lettered as ``invalid_data``/``invalid_envelope`` naming the field):
+
+* ``tenant_id``: ``[a-z0-9][a-z0-9_.-]*``, 1-64 characters, and a configured tenant;
+* **tokens** (``cluster``, ``region``, ``provider``, ``node``, ``gpu_uuid``, ``gpu_model``,
+  ``mig_profile``): ASCII letters, digits and ``. _ : / @ + = -``, starting with a letter or
+  digit, 1-128 characters (``mig_profile`` 0-32, empty meaning no MIG); ``gpu_model`` and
+  ``mig_profile`` must be in the GPU catalogue, ``region`` and ``provider`` in the partners'
+  reference data and match;
+* **text** (``project_id``, ``job_id``: 0-128 characters; ``source``: 1-512; ``id``: 1-256):
+  any Unicode except control characters (U+0000-U+001F, U+007F-U+009F); separators such as
+  ``|``, quotes, backslashes and non-ASCII letters are kept byte for byte.
+
+Lengths count Unicode code points. Lone surrogates and invalid UTF-8 are refused.
+
 :func:`decode_message` never raises: it returns the accepted samples and, for everything else,
 a :class:`Reject` with a stable :class:`~pipeline.domain.errors.RejectReason`.
 """
@@ -22,10 +37,17 @@ from pipeline.domain.hours import US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 
 EVENT_TYPE = "gpu.usage.v1"
-BUCKET_SEP = "\x1e"
 SPECVERSION = "1.0"
 
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$"
+OPTIONAL_TOKEN_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._:/@+=-]*)?$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+Token = Annotated[str, Field(min_length=1, max_length=128, pattern=TOKEN_PATTERN)]
+
+
+def _text(min_length: int, max_length: int) -> Any:
+    return Field(min_length=min_length, max_length=max_length, pattern=TEXT_PATTERN)
 
 
 class GpuUsageData(BaseModel):
@@ -36,15 +58,16 @@ class GpuUsageData(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-    project_id: Annotated[str, Field(max_length=128)] | None = None
-    job_id: Annotated[str, Field(max_length=128)] | None = None
-    cluster: Name
-    region: Name
-    provider: Name
-    node: Name
-    gpu_uuid: Name
-    gpu_model: Name
-    mig_profile: Annotated[str, Field(max_length=32)] | None = None
+    project_id: Annotated[str, _text(0, 128)] | None = None
+    job_id: Annotated[str, _text(0, 128)] | None = None
+    cluster: Token
+    region: Token
+    provider: Token
+    node: Token
+    gpu_uuid: Token
+    gpu_model: Token
+    # "" means no MIG, as absent does
+    mig_profile: Annotated[str, Field(max_length=32, pattern=OPTIONAL_TOKEN_PATTERN)] | None = None
     gpu_count: Annotated[int, Field(ge=1, le=1024)] = 1
     start: AwareDatetime
     end: AwareDatetime
@@ -60,8 +83,8 @@ class UsageEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)  # CloudEvents allows extensions
 
     specversion: Literal["1.0"]
-    id: Annotated[str, Field(min_length=1, max_length=256)]
-    source: Annotated[str, Field(min_length=1, max_length=512)]
+    id: Annotated[str, _text(1, 256)]
+    source: Annotated[str, _text(1, 512)]
     type: Literal["gpu.usage.v1"]
     time: AwareDatetime | None = None
     subject: str | None = None
@@ -92,18 +115,34 @@ class UsageSample:
     gpu_uuid: str
 
     @property
-    def identity(self) -> str:
-        return f"{self.source}\x1f{self.id}"
+    def identity(self) -> tuple[str, str]:
+        return (self.source, self.id)
 
     @property
-    def dedupe_key(self) -> str:
-        """``bucket + BUCKET_SEP + id``: the dedupe memory is kept in buckets of one tenant,
-        source and start minute, so that a batch writes one changelog record per bucket (a
-        node's report: one per GPU) instead of one per sample, while a bucket stays small
-        however long a collector runs. Copies of an event share its tenant, source and start,
-        hence its bucket; the tenant keeps a bucket inside one Kafka partition."""
+    def dedupe_key(self) -> DedupeKey:
         minute = self.start_us - self.start_us % 60_000_000
-        return f"{self.tenant_id}|{self.source}|{minute}{BUCKET_SEP}{self.id}"
+        return DedupeKey(DedupeBucket(self.tenant_id, self.source, minute), self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeBucket:
+    """One bucket of the dedupe memory: a tenant, a source and a start minute. The memory is
+    kept in buckets so that a batch writes one changelog record per bucket (a node's report:
+    one per GPU) instead of one per sample, while a bucket stays small however long a
+    collector runs. Copies of an event share its tenant, source and start, hence its bucket;
+    the tenant keeps a bucket inside one Kafka partition."""
+
+    tenant_id: str
+    source: str
+    minute_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeKey:
+    """An event's place in the dedupe memory: its bucket and its ``id`` within it."""
+
+    bucket: DedupeBucket
+    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +188,13 @@ def _check(
         return RejectReason.UNKNOWN_MIG_PROFILE, f"mig_profile {d.mig_profile!r} on {d.gpu_model}"
     if d.tenant_id not in ref.tenants:
         return RejectReason.UNKNOWN_TENANT, f"tenant_id {d.tenant_id!r}"
+    placement = ref.placement(d.region, d.provider)
+    if placement == "unknown_region":
+        return RejectReason.UNKNOWN_REGION, f"region {d.region!r} is no partner's region"
+    if placement == "mismatch":
+        return RejectReason.REGION_PROVIDER_MISMATCH, (
+            f"region {d.region!r} is not a region of provider {d.provider!r}"
+        )
     start_us, end_us = to_us(d.start), to_us(d.end)
     if end_us <= start_us:
         return RejectReason.NON_POSITIVE_INTERVAL, f"end {d.end.isoformat()} <= start"

@@ -104,6 +104,17 @@ class ReferenceData(BaseModel):
     partners: dict[str, Partner]
     platform_cost_centre: str = "platform/gpu"
 
+    def placement(self, region: str, provider: str) -> Literal["ok", "unknown_region", "mismatch"]:
+        """Whether usage on ``region`` under ``provider`` matches the partners' reference data:
+        ``unknown_region`` when no partner has the region, ``mismatch`` when the provider is
+        not a partner owning it."""
+        partner = self.partners.get(provider)
+        if partner is not None and region in partner.regions:
+            return "ok"
+        if any(region in p.regions for p in self.partners.values()):
+            return "mismatch"
+        return "unknown_region"
+
     @field_validator("tenants", mode="before")
     @classmethod
     def _tenant_list(cls, v: object) -> object:

@@ -1,13 +1,35 @@
-"""Hourly usage keys and the contribution of one sample to them (brief §4)."""
+"""Hourly usage keys and the contribution of one sample to them (brief §4).
+
+:class:`HourlyKey` is the one typed composite key from the fold to ClickHouse and back: its
+dimensions are declared once (:data:`KEY_COLUMNS`, in the order of the dataclass fields) and
+the fold, the sink's columns, the store's SELECTs, lineage rows and verification all use
+them. It is never joined into a string and split again; where a byte key is needed (a
+state-store key) it is serialised with :func:`hourly_key_bytes`, which is injective for any
+string values and is never parsed back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import astuple, dataclass
+from datetime import datetime
+from typing import Any
 
 from pipeline.domain.events import UsageSample
 from pipeline.domain.hours import US_PER_SECOND, split_by_hour
 
-SEP = "|"
+# ClickHouse column of each HourlyKey field, in field order (``hour_s`` is stored as ``hour``).
+KEY_COLUMNS: tuple[str, ...] = (
+    "tenant_id",
+    "hour",
+    "project_id",
+    "gpu_model",
+    "mig_profile",
+    "region",
+    "provider",
+    "cluster",
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -24,24 +46,31 @@ class HourlyKey:
     provider: str
     cluster: str
 
-    def encode(self) -> str:
-        return SEP.join(
-            (
-                self.tenant_id,
-                str(self.hour_s),
-                self.project_id,
-                self.gpu_model,
-                self.mig_profile,
-                self.region,
-                self.provider,
-                self.cluster,
-            )
-        )
+    def values(self) -> tuple[Any, ...]:
+        """The field values in :data:`KEY_COLUMNS` order (hour as epoch seconds)."""
+        return astuple(self)
 
     @classmethod
-    def decode(cls, text: str) -> HourlyKey:
-        t, h, p, g, m, r, pr, c = text.split(SEP)
-        return cls(t, int(h), p, g, m, r, pr, c)
+    def from_row(cls, row: Mapping[str, Any]) -> HourlyKey:
+        """The key of a row read by column name (``hour`` as epoch seconds or a datetime)."""
+        hour = row["hour"]
+        hour_s = int(hour.timestamp()) if isinstance(hour, datetime) else int(hour)
+        return cls(
+            str(row["tenant_id"]),
+            hour_s,
+            str(row["project_id"]),
+            str(row["gpu_model"]),
+            str(row["mig_profile"]),
+            str(row["region"]),
+            str(row["provider"]),
+            str(row["cluster"]),
+        )
+
+
+def hourly_key_bytes(key: HourlyKey) -> bytes:
+    """A byte form of the key for a key-value store: a JSON array, so every value (with any
+    separator, quote or unicode in it) stays distinct. Only ever used as an opaque key."""
+    return json.dumps(key.values(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,15 @@ from typing import Any
 from pipeline.adapters.clickhouse import DriverExecutor
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
-from pipeline.domain.events import BUCKET_SEP, DecodeLimits
+from pipeline.domain.events import DecodeLimits, DedupeBucket, DedupeKey
+from pipeline.domain.usage import HourlyKey, hourly_key_bytes
 from pipeline.settings import Settings
 from pipeline.worker.processor import BatchProcessor, Message
-from pipeline.worker.sink import ClickHouseSink
+from pipeline.worker.sink import ClickHouseSink, PermanentClickHouseError
 
 log = logging.getLogger("gpumeter.worker")
+
+EXIT_CLICKHOUSE_PERMANENT = 78  # EX_CONFIG: ClickHouse refuses our writes; no retry helps
 
 
 def _faust() -> Any:
@@ -35,43 +38,48 @@ def _faust() -> Any:
     return faust
 
 
-class BucketedSeen(MutableMapping[str, int]):
-    """The dedupe memory as ``dedupe_key -> version``, stored in buckets (one table value per
-    tenant, source and start minute: JSON ``{id: version}``). Reads load a bucket once per batch;
-    writes change the cached bucket, and :meth:`flush` writes each changed bucket once, to the
-    changelog partition of the message that changed it."""
+class BucketedSeen(MutableMapping[DedupeKey, int]):
+    """The dedupe memory as ``DedupeKey -> version``, stored in buckets (one table value per
+    tenant, source and start minute: JSON ``{id: version}``, under the bucket's JSON array as
+    key). Reads load a bucket once per batch; writes change the cached bucket, and
+    :meth:`flush` writes each changed bucket once, to the changelog partition of the message
+    that changed it."""
 
     def __init__(self, table: Any, bind: Any) -> None:
         self._t = table
         self._bind = bind
-        self._cache: dict[str, dict[str, int]] = {}
-        self._dirty: dict[str, Message] = {}
+        self._cache: dict[DedupeBucket, dict[str, int]] = {}
+        self._dirty: dict[DedupeBucket, Message] = {}
         self.current: Message | None = None
 
-    def _bucket(self, key: str) -> tuple[str, str, dict[str, int]]:
-        bucket, _, member = key.partition(BUCKET_SEP)
+    @staticmethod
+    def bucket_bytes(bucket: DedupeBucket) -> bytes:
+        return json.dumps(
+            [bucket.tenant_id, bucket.source, bucket.minute_us],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+
+    def _members(self, bucket: DedupeBucket) -> dict[str, int]:
         members = self._cache.get(bucket)
         if members is None:
-            raw = self._t.get(bucket.encode())
+            raw = self._t.get(self.bucket_bytes(bucket))
             members = json.loads(raw) if raw else {}
             self._cache[bucket] = members
-        return bucket, member, members
+        return members
 
-    def __getitem__(self, key: str) -> int:
-        _, member, members = self._bucket(key)
-        return members[member]
+    def __getitem__(self, key: DedupeKey) -> int:
+        return self._members(key.bucket)[key.event_id]
 
-    def get(self, key: str, default: Any = None) -> Any:
-        _, member, members = self._bucket(key)
-        return members.get(member, default)
+    def get(self, key: DedupeKey, default: Any = None) -> Any:
+        return self._members(key.bucket).get(key.event_id, default)
 
-    def __setitem__(self, key: str, value: int) -> None:
-        bucket, member, members = self._bucket(key)
-        members[member] = value
-        if bucket not in self._dirty and self.current is not None:
-            self._dirty[bucket] = self.current
+    def __setitem__(self, key: DedupeKey, value: int) -> None:
+        self._members(key.bucket)[key.event_id] = value
+        if key.bucket not in self._dirty and self.current is not None:
+            self._dirty[key.bucket] = self.current
 
-    def __delitem__(self, key: str) -> None:
+    def __delitem__(self, key: DedupeKey) -> None:
         raise NotImplementedError("the dedupe memory only grows")
 
     def __iter__(self) -> Any:
@@ -83,8 +91,8 @@ class BucketedSeen(MutableMapping[str, int]):
     def flush(self) -> None:
         for bucket, msg in self._dirty.items():
             self._bind(msg)
-            self._t[bucket.encode()] = json.dumps(
-                self._cache[bucket], separators=(",", ":")
+            self._t[self.bucket_bytes(bucket)] = json.dumps(
+                self._cache[bucket], ensure_ascii=False, separators=(",", ":")
             ).encode()
         self._dirty.clear()
         self._cache.clear()
@@ -93,10 +101,11 @@ class BucketedSeen(MutableMapping[str, int]):
 class FaustTables:
     """Adapts Faust tables to :class:`pipeline.worker.processor.Tables`.
 
-    Both tables hold raw bytes (no Faust model codecs): an aggregate is
-    ``b"usage_us,busy_us,samples,version"``. Faust routes a table write to the changelog
-    partition of the *current event*; in a batch we set that event explicitly, so each write
-    lands in the partition its message came from.
+    Both tables hold raw bytes (no Faust model codecs): an hourly key is stored under
+    :func:`~pipeline.domain.usage.hourly_key_bytes`, its aggregate as
+    ``b"usage_us,busy_us,samples,version,late_us"``. Faust routes a table write to the
+    changelog partition of the *current event*; in a batch we set that event explicitly, so
+    each write lands in the partition its message came from.
     """
 
     def __init__(self, seen: Any, hourly: Any) -> None:
@@ -104,11 +113,12 @@ class FaustTables:
 
         self._current = _current_event
         self._seen = BucketedSeen(seen, self._bind)
-        self.seen: MutableMapping[str, int] = self._seen
+        self.seen: MutableMapping[DedupeKey, int] = self._seen
         self._hourly = hourly
 
     def _bind(self, msg: Message) -> None:
-        self._current.set(weakref.ref(msg.handle))
+        if msg.handle is not None:  # outside a Faust stream (tests) there is no event
+            self._current.set(weakref.ref(msg.handle))
 
     def bind(self, msg: Message) -> None:
         self._bind(msg)
@@ -117,12 +127,12 @@ class FaustTables:
     def flush(self) -> None:
         self._seen.flush()
 
-    def load(self, key: str) -> Agg:
-        raw = self._hourly.get(key.encode())
+    def load(self, key: HourlyKey) -> Agg:
+        raw = self._hourly.get(hourly_key_bytes(key))
         return Agg.from_list([int(x) for x in raw.split(b",")] if raw else None)
 
-    def store(self, key: str, agg: Agg) -> None:
-        self._hourly[key.encode()] = ",".join(map(str, agg.to_list())).encode()
+    def store(self, key: HourlyKey, agg: Agg) -> None:
+        self._hourly[hourly_key_bytes(key)] = ",".join(map(str, agg.to_list())).encode()
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -162,8 +172,9 @@ def create_app(settings: Settings | None = None) -> Any:
         value_serializer="raw",
     )
     raw = {"key_type": bytes, "value_type": bytes, "partitions": settings.topic_partitions}
-    seen = app.Table("seen", default=None, **raw)
-    hourly = app.Table("hourly", default=None, **raw)
+    # "_v2": keys are typed (JSON arrays) since the string keys of the first version
+    seen = app.Table("seen_v2", default=None, **raw)
+    hourly = app.Table("hourly_v2", default=None, **raw)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         fut = await dlq.send(key=key, value=value)
@@ -262,6 +273,15 @@ def create_app(settings: Settings | None = None) -> Any:
                 log.warning("stopped in the middle of a batch; it will be replayed")
                 logging.shutdown()
                 os._exit(0)
+            except PermanentClickHouseError as exc:
+                # Retrying cannot help (schema, database, credentials): say so and stop.
+                log.critical(
+                    "ClickHouse refuses the worker's writes; fix the cause and restart "
+                    "(nothing was committed, the batch will be replayed): %s",
+                    exc,
+                )
+                logging.shutdown()
+                os._exit(EXIT_CLICKHOUSE_PERMANENT)
             except BaseException:
                 # Crash-only: Faust would acknowledge the batch while unwinding the stream,
                 # so die before it can commit; the batch is replayed on restart.

@@ -3,6 +3,12 @@
 Framework-free (no Faust import) so that it can be unit-tested with plain dicts; the Faust
 agent in :mod:`pipeline.worker.app` feeds it. Steps are numbered as in the write-order
 contract of :mod:`pipeline.worker.sink`.
+
+**Poison messages**: everything done to a message before it touches state is pure (decode,
+key check, splitting into hours, building its rows), so a failure there would repeat on every
+replay. It dead-letters that message (or that one sample) with ``processing_error`` and the
+exception text, and the batch goes on; a sample is folded only once its rows are known to
+build. Only I/O failures (Kafka, the state store, ClickHouse) stop the batch.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import Any, Protocol
 
 from pipeline.domain.aggregate import MAX_SAMPLES_PER_MESSAGE, Agg, FoldResult, fold
 from pipeline.domain.errors import RejectReason
-from pipeline.domain.events import DecodeLimits, Reject, UsageSample, decode_message
+from pipeline.domain.events import DecodeLimits, DedupeKey, Reject, UsageSample, decode_message
 from pipeline.domain.hours import US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
-from pipeline.worker.sink import ClickHouseSink, raw_row
+from pipeline.domain.usage import Contribution, HourlyKey, contributions
+from pipeline.worker.sink import ClickHouseSink, key_columns, raw_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +43,13 @@ class Message:
 class Tables(Protocol):
     """Dedupe memory and hourly aggregates, as the framework stores them."""
 
-    seen: MutableMapping[str, int]
+    seen: MutableMapping[DedupeKey, int]
 
     def bind(self, msg: Message) -> None: ...
 
-    def load(self, key: str) -> Agg: ...
+    def load(self, key: HourlyKey) -> Agg: ...
 
-    def store(self, key: str, agg: Agg) -> None: ...
+    def store(self, key: HourlyKey, agg: Agg) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -66,6 +73,21 @@ def dead_letter(msg: Message, rej: Reject, now: datetime) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A sample that passed step 1: its index among the message's samples (for its
+    version), its hourly parts and its raw row without the ``late`` flag."""
+
+    sample: UsageSample
+    index: int
+    parts: list[Contribution]
+    head: tuple[Any, ...]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 @dataclass
@@ -101,36 +123,36 @@ class BatchProcessor:
     async def process(self, batch: list[Message]) -> None:
         now = self.clock()
         res = FoldResult()
-        raw_rows = []
-        key_owner: dict[str, Message] = {}
+        raw_rows: list[tuple[Any, ...]] = []
+        key_owner: dict[HourlyKey, Message] = {}
+        checked: set[HourlyKey] = set()
         for msg in batch:
-            # 1. decode; rejects to the dead-letter topic, acknowledged by Kafka
-            samples, rejects = decode_message(
-                msg.value or b"", self.ref, msg.timestamp or now, self.limits
-            )
-            samples, rejects = self._check_key(msg, samples, rejects)
+            # 1. decode and build rows (pure); rejects to the dead-letter topic, acknowledged
+            ready, rejects = self._prepare(msg, now, checked)
             for rej in rejects:
                 await self.send_dead_letter(msg.key, dead_letter(msg, rej, now))
                 self.stats.dead_letters += 1
                 self.stats.by_reason[rej.reason.value] = (
                     self.stats.by_reason.get(rej.reason.value, 0) + 1
                 )
-            if not samples:
+            if not ready:
                 continue
             # 2. fold into the tables (dedupe memory + hourly aggregates with versions)
             self.tables.bind(msg)
             before = set(res.dirty)
             n_acc = len(res.accepted)
             fold(
-                [(s, msg.offset, i) for i, s in enumerate(samples)],
+                [(r.sample, msg.offset, r.index) for r in ready],
                 self.tables.seen,
                 self.tables.load,
                 res,
                 arrival_us=to_us(msg.timestamp or now),
                 grace_us=self.grace_us,
+                parts=[r.parts for r in ready],
             )
+            heads = {id(r.sample): r.head for r in ready}
             for s, late in zip(res.accepted[n_acc:], res.late[n_acc:], strict=True):
-                raw_rows.append(raw_row(s, msg.partition, msg.offset, now, late))
+                raw_rows.append((*heads[id(s)], int(late)))
             for k in res.dirty.keys() - before:
                 key_owner[k] = msg
         self.tables.flush()  # the dedupe memory's changed buckets, once each
@@ -145,21 +167,49 @@ class BatchProcessor:
         self.stats.replayed += res.replayed_contributions
         # 4./5. returning hands the batch back to the framework, which acks and commits
 
-    def _check_key(
-        self, msg: Message, samples: list[UsageSample], rejects: list[Reject]
-    ) -> tuple[list[UsageSample], list[Reject]]:
+    def _prepare(
+        self, msg: Message, now: datetime, checked: set[HourlyKey]
+    ) -> tuple[list[Ready], list[Reject]]:
+        """Step 1 for one message: its samples with their hourly parts and raw row, and its
+        rejects. Pure; a failure dead-letters the message (or the sample) as
+        ``processing_error`` instead of failing the batch."""
+        try:
+            samples, rejects = decode_message(
+                msg.value or b"", self.ref, msg.timestamp or now, self.limits
+            )
+        except Exception as exc:  # noqa: BLE001 - deterministic: the message fails alone
+            return [], [Reject(RejectReason.PROCESSING_ERROR, _describe(exc))]
         if len(samples) >= MAX_SAMPLES_PER_MESSAGE:
             return [], rejects + [Reject(RejectReason.MESSAGE_TOO_LARGE, f"{len(samples)} samples")]
+        # where each sample stood in a batch message (rejected events leave gaps)
+        gaps = {r.index for r in rejects if r.index is not None}
+        batch = bool(gaps) or (msg.value or b"").lstrip()[:1] == b"["
+        positions = [i for i in range(len(samples) + len(gaps)) if i not in gaps]
         key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-        ok, bad = [], list(rejects)
-        for s in samples:
-            if s.tenant_id != key:
-                bad.append(
+        ready: list[Ready] = []
+        index = 0  # among the samples whose key matches: the version's index
+        for pos, sample in zip(positions, samples, strict=True):
+            where = pos if batch else None
+            if sample.tenant_id != key:
+                rejects.append(
                     Reject(
                         RejectReason.KEY_MISMATCH,
-                        f"message key {key!r} but event {s.id!r} has tenant_id {s.tenant_id!r}",
+                        f"message key {key!r} but event {sample.id!r} has tenant_id "
+                        f"{sample.tenant_id!r}",
+                        where,
                     )
                 )
-            else:
-                ok.append(s)
-        return ok, bad
+                continue
+            index += 1
+            try:
+                parts = contributions(sample)
+                for c in parts:
+                    if c.key not in checked:
+                        key_columns(c.key)
+                        checked.add(c.key)
+                head = raw_head(sample, msg.partition, msg.offset, now)
+            except Exception as exc:  # noqa: BLE001 - deterministic: the sample fails alone
+                rejects.append(Reject(RejectReason.PROCESSING_ERROR, _describe(exc), where))
+                continue
+            ready.append(Ready(sample, index - 1, parts, head))
+        return ready, rejects

@@ -17,22 +17,35 @@ Write order (the contract, numbered as in :func:`pipeline.worker.app.process_bat
 A crash before step 5 replays the batch from the last committed offset: the versions make
 the replay a no-op for the counts, and step 3 writes the same absolute values again, which
 ``ReplacingMergeTree(version)`` collapses. Nothing is lost and nothing counted twice.
+
+**Failures in step 3** are of two kinds. An I/O failure (ClickHouse unreachable, a timeout, a
+server error that may pass: too many parts, memory) is retried with backoff for as long as it
+lasts. A *permanent* one (the server refuses what we send: unknown database, table or column,
+type mismatch, authentication; or the client cannot serialise a row) would fail the same way
+on every retry: :class:`PermanentClickHouseError` is raised with the server's message and the
+worker exits non-zero, loudly, instead of retrying silently for ever. Rows themselves cannot
+cause one: :func:`raw_row` and :func:`key_columns` check every value against its column's
+domain, and the processor dead-letters a sample whose row cannot be built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from clickhouse_driver.errors import Error as ClickHouseError
+from clickhouse_driver.errors import ErrorCodes, ServerException
+
 from pipeline.adapters.clickhouse import Executor
 from pipeline.domain.aggregate import Agg
 from pipeline.domain.events import UsageSample
 from pipeline.domain.hours import HOUR_US, US_PER_SECOND
-from pipeline.domain.usage import HourlyKey
+from pipeline.domain.usage import KEY_COLUMNS, HourlyKey
 
 log = logging.getLogger("gpumeter.sink")
 
@@ -60,14 +73,7 @@ RAW_COLUMNS = (
     "late",
 )
 HOURLY_COLUMNS = (
-    "tenant_id",
-    "hour",
-    "project_id",
-    "gpu_model",
-    "mig_profile",
-    "region",
-    "provider",
-    "cluster",
+    *KEY_COLUMNS,
     "usage_us",
     "busy_us",
     "samples",
@@ -77,24 +83,46 @@ HOURLY_COLUMNS = (
 )
 
 
-def raw_row(
-    s: UsageSample, partition: int, offset: int, now: datetime, late: bool = False
-) -> tuple[Any, ...]:
-    hour = datetime.fromtimestamp((s.start_us - s.start_us % HOUR_US) // US_PER_SECOND, UTC)
+MAX_DATETIME_S = 2**32 - 1  # ClickHouse DateTime: unsigned 32-bit seconds since the epoch
+
+
+def _datetime(seconds: int) -> datetime:
+    if not 0 <= seconds <= MAX_DATETIME_S:
+        raise ValueError(f"hour {seconds}s is outside ClickHouse's DateTime range")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _text(value: str) -> str:
+    value.encode("utf-8")  # what the driver does to a String; raises for a lone surrogate
+    return value
+
+
+def key_columns(k: HourlyKey) -> tuple[Any, ...]:
+    """The ``usage_hourly`` key columns (:data:`KEY_COLUMNS`) of ``k``, checked."""
     return (
-        s.tenant_id,
-        s.source,
-        s.id,
-        hour,
-        s.project_id,
-        s.job_id,
-        s.cluster,
-        s.region,
-        s.provider,
-        s.node,
-        s.gpu_uuid,
-        s.gpu_model,
-        s.mig_profile,
+        _text(k.tenant_id),
+        _datetime(k.hour_s),
+        *(_text(v) for v in k.values()[2:]),
+    )
+
+
+def raw_head(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple[Any, ...]:
+    """A ``usage_raw`` row (:data:`RAW_COLUMNS`) without its last column, ``late``, which the
+    fold decides: built (and so checked) before the sample is folded."""
+    return (
+        _text(s.tenant_id),
+        _text(s.source),
+        _text(s.id),
+        _datetime((s.start_us - s.start_us % HOUR_US) // US_PER_SECOND),
+        _text(s.project_id),
+        _text(s.job_id),
+        _text(s.cluster),
+        _text(s.region),
+        _text(s.provider),
+        _text(s.node),
+        _text(s.gpu_uuid),
+        _text(s.gpu_model),
+        _text(s.mig_profile),
         s.gpu_count,
         s.start_us,
         s.end_us,
@@ -102,21 +130,18 @@ def raw_row(
         partition,
         offset,
         now,
-        int(late),
     )
 
 
-def hourly_row(key: str, agg: Agg, now: datetime) -> tuple[Any, ...]:
-    k = HourlyKey.decode(key)
+def raw_row(
+    s: UsageSample, partition: int, offset: int, now: datetime, late: bool = False
+) -> tuple[Any, ...]:
+    return (*raw_head(s, partition, offset, now), int(late))
+
+
+def hourly_row(key: HourlyKey, agg: Agg, now: datetime) -> tuple[Any, ...]:
     return (
-        k.tenant_id,
-        datetime.fromtimestamp(k.hour_s, UTC),
-        k.project_id,
-        k.gpu_model,
-        k.mig_profile,
-        k.region,
-        k.provider,
-        k.cluster,
+        *key_columns(key),
         agg.usage_us,
         agg.busy_us,
         agg.samples,
@@ -124,6 +149,54 @@ def hourly_row(key: str, agg: Agg, now: datetime) -> tuple[Any, ...]:
         now,
         agg.late_us,
     )
+
+
+class PermanentClickHouseError(RuntimeError):
+    """ClickHouse refuses what the sink sends, and would on every retry."""
+
+
+# Server error codes that no retry can cure (names as in clickhouse-driver's ErrorCodes).
+_PERMANENT_CODES = {
+    getattr(ErrorCodes, name)
+    for name in (
+        "UNKNOWN_DATABASE",
+        "UNKNOWN_TABLE",
+        "NO_SUCH_COLUMN_IN_TABLE",
+        "THERE_IS_NO_COLUMN",
+        "UNKNOWN_IDENTIFIER",
+        "UNKNOWN_TYPE",
+        "TYPE_MISMATCH",
+        "CANNOT_CONVERT_TYPE",
+        "ILLEGAL_TYPE_OF_ARGUMENT",
+        "ILLEGAL_COLUMN",
+        "INCORRECT_DATA",
+        "CANNOT_PARSE_TEXT",
+        "CANNOT_PARSE_DATETIME",
+        "CANNOT_PARSE_NUMBER",
+        "SYNTAX_ERROR",
+        "NOT_IMPLEMENTED",
+        "READONLY",
+        "UNKNOWN_USER",
+        "WRONG_PASSWORD",
+        "REQUIRED_PASSWORD",
+        "ACCESS_DENIED",
+        "AUTHENTICATION_FAILED",
+        "NUMBER_OF_COLUMNS_DOESNT_MATCH",
+        "ILLEGAL_TYPE_OF_COLUMN_FOR_FILTER",
+    )
+    if hasattr(ErrorCodes, name)
+}
+# Raised by the client while serialising rows: the same rows fail the same way every time.
+_CLIENT_ERRORS = (TypeError, ValueError, UnicodeError, OverflowError, KeyError, struct.error)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a failed write would fail again however often it is retried."""
+    if isinstance(exc, ServerException):
+        return exc.code in _PERMANENT_CODES
+    if isinstance(exc, ClickHouseError):
+        return False  # network errors, timeouts, unexpected packets: I/O
+    return isinstance(exc, _CLIENT_ERRORS)
 
 
 class ClickHouseSink:
@@ -139,9 +212,10 @@ class ClickHouseSink:
         self.ex.insert("usage_hourly", HOURLY_COLUMNS, hourly)
 
     async def flush(
-        self, raw: Sequence[tuple[Any, ...]], dirty: dict[str, Agg], now: datetime
+        self, raw: Sequence[tuple[Any, ...]], dirty: dict[HourlyKey, Agg], now: datetime
     ) -> None:
-        """Step 3: write until ClickHouse has the rows (retries forever, with backoff)."""
+        """Step 3: write until ClickHouse has the rows (retries I/O failures for ever, with
+        backoff); raises :class:`PermanentClickHouseError` for a failure no retry can cure."""
         hourly = [hourly_row(k, a, now) for k, a in sorted(dirty.items())]
         delay = 0.25
         started = time.monotonic()
@@ -150,6 +224,11 @@ class ClickHouseSink:
                 await asyncio.to_thread(self._write, raw, hourly)
                 break
             except Exception as exc:  # noqa: BLE001 - retried until it works; never dropped
+                if is_permanent(exc):
+                    raise PermanentClickHouseError(
+                        f"ClickHouse refused the batch ({type(exc).__name__}): "
+                        f"{str(exc).strip()[:2000]}"
+                    ) from exc
                 self.outage_retries += 1
                 log.warning(
                     "ClickHouse write failed (%s: %s); %d rows held, retrying in %.1fs "

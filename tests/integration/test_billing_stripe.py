@@ -45,7 +45,7 @@ def seed_usage(ex: DriverExecutor | ChdbExecutor) -> None:
                     "us-east-1",
                     "northwind-cloud",
                     "c1",
-                ).encode(),
+                ),
                 Agg(HOUR_US, HOUR_US // 2, 1, 1),
                 NOW,
             )
@@ -54,14 +54,14 @@ def seed_usage(ex: DriverExecutor | ChdbExecutor) -> None:
         hourly_row(
             HourlyKey(
                 "helix-pharma", h0, "p", "H100", "3g.40gb", "us-east-1", "northwind-cloud", "c1"
-            ).encode(),
+            ),
             Agg(14 * HOUR_US, 0, 14, 1),
             NOW,
         )
     )
     rows.append(
         hourly_row(
-            HourlyKey("team-asr", h0, "", "A100", "", "eu-west-1", "own-dc", "c2").encode(),
+            HourlyKey("team-asr", h0, "", "A100", "", "eu-west-1", "own-dc", "c2"),
             Agg(10 * HOUR_US + 1, HOUR_US, 10, 1),
             NOW,
         )
@@ -143,7 +143,7 @@ def test_late_usage_after_invoicing_becomes_an_adjustment_on_the_next_invoice(
     engine.insert(
         "usage_hourly",
         HOURLY_COLUMNS,
-        [hourly_row(late_key.encode(), Agg(3 * HOUR_US, 0, 3, 99, 2 * HOUR_US), NOW)],
+        [hourly_row(late_key, Agg(3 * HOUR_US, 0, 3, 99, 2 * HOUR_US), NOW)],
     )
     http.recorded.clear()
     again = {r.tenant_id: r for r in run.run(oct_).results}

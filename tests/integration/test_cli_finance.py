@@ -36,7 +36,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     ex.insert(
         "usage_hourly",
         HOURLY_COLUMNS,
-        [hourly_row(key.encode(), Agg(HOUR_US, 0, 1, 1), datetime.now(UTC))],
+        [hourly_row(key, Agg(HOUR_US, 0, 1, 1), datetime.now(UTC))],
     )
     monkeypatch.setenv("GPUMETER_CLICKHOUSE_DATABASE", settings.clickhouse_database)
     monkeypatch.setenv("GPUMETER_OUT_DIR", str(settings.out_dir))

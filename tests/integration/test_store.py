@@ -20,8 +20,8 @@ NOW = datetime(2026, 11, 2, tzinfo=UTC)
 OCT = int(datetime(2026, 10, 5, 7, tzinfo=UTC).timestamp())
 
 
-def key(tenant: str = "acme-ai", hour_s: int = OCT, model: str = "H100") -> str:
-    return HourlyKey(tenant, hour_s, "p1", model, "", "us-east-1", "northwind-cloud", "c1").encode()
+def key(tenant: str = "acme-ai", hour_s: int = OCT, model: str = "H100") -> HourlyKey:
+    return HourlyKey(tenant, hour_s, "p1", model, "", "us-east-1", "northwind-cloud", "c1")
 
 
 def test_migrate_is_idempotent_and_creates_tables(engine: Ex) -> None:
@@ -51,7 +51,7 @@ def test_rewritten_hour_replaces_instead_of_adding(engine: Ex) -> None:
     )  # replay
     engine.insert("usage_hourly", HOURLY_COLUMNS, [hourly_row(k, Agg(200, 55, 2, 8), NOW)])  # stale
     rows = Store(engine).hourly_rows(Period.parse("2026-10"))
-    assert [(r.key.encode(), r.usage_us, r.busy_us) for r in rows["acme-ai"]] == [(k, 300, 60)]
+    assert [(r.key, r.usage_us, r.busy_us) for r in rows["acme-ai"]] == [(k, 300, 60)]
 
 
 def test_raw_samples_collapse_on_identity(engine: Ex) -> None:

@@ -1,8 +1,9 @@
 from datetime import UTC, datetime
 
 from pipeline.domain.aggregate import Agg, fold
-from pipeline.domain.events import UsageSample
+from pipeline.domain.events import DedupeKey, UsageSample
 from pipeline.domain.hours import to_us
+from pipeline.domain.usage import HourlyKey
 
 
 def sample(ident: str, start_min: int, minutes: int, count: int = 1) -> UsageSample:
@@ -29,10 +30,10 @@ def sample(ident: str, start_min: int, minutes: int, count: int = 1) -> UsageSam
 
 class Store:
     def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-        self.aggs: dict[str, list[int]] = {}
+        self.seen: dict[DedupeKey, int] = {}
+        self.aggs: dict[HourlyKey, list[int]] = {}
 
-    def load(self, k: str) -> Agg:
+    def load(self, k: HourlyKey) -> Agg:
         return Agg.from_list(self.aggs.get(k))
 
     def fold(self, items: list[tuple[UsageSample, int, int]]) -> None:
@@ -91,8 +92,8 @@ def test_late_contributions_still_count_and_are_marked() -> None:
     hour = 3_600_000_000
     # arrives at 07:30: after hour 05's grace (ends 07:00), inside hour 06's (ends 08:00)
     res = fold([(s, 0, 0)], st.seen, st.load, arrival_us=t0 + 2 * hour + hour // 2, grace_us=hour)
-    by_hour = {k.split("|")[1]: a for k, a in res.dirty.items()}
-    h5, h6 = str(t0 // 1_000_000), str((t0 + hour) // 1_000_000)
+    by_hour = {k.hour_s: a for k, a in res.dirty.items()}
+    h5, h6 = t0 // 1_000_000, (t0 + hour) // 1_000_000
     assert (by_hour[h5].usage_us, by_hour[h5].late_us) == (600_000_000, 600_000_000)
     assert (by_hour[h6].usage_us, by_hour[h6].late_us) == (600_000_000, 0)
     assert res.late == [True]

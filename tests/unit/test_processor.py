@@ -1,5 +1,7 @@
-"""The batch processor with hand-written fakes: dead letters are delivered before the batch
-is handed back, the sink receives absolute values, and a replayed batch adds nothing."""
+"""The batch processor with its real sink on a current ClickHouse engine in-process (chdb):
+dead letters are delivered before the batch is handed back, ClickHouse receives absolute
+values through the real row builder, and a replayed batch adds nothing. Only the Faust tables
+are a hand-written stand-in."""
 
 from __future__ import annotations
 
@@ -9,51 +11,74 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from pathlib import Path
+
+import pytest
+
+from pipeline.adapters.clickhouse import ChdbExecutor, migrate
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
+from pipeline.domain.events import DedupeKey
+from pipeline.domain.usage import HourlyKey
 from pipeline.worker.processor import BatchProcessor, Message
+from pipeline.worker.sink import ClickHouseSink
+
+pytestmark = pytest.mark.chdb
 
 T = datetime(2026, 10, 1, 6, 10, tzinfo=UTC)
 
 
 class Tables:
     def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-        self.aggs: dict[str, Agg] = {}
+        self.seen: dict[DedupeKey, int] = {}
+        self.aggs: dict[HourlyKey, Agg] = {}
         self.flushes = 0
 
     def bind(self, msg: Message) -> None:
         pass
 
-    def load(self, key: str) -> Agg:
+    def load(self, key: HourlyKey) -> Agg:
         a = self.aggs.get(key)
         return Agg(*a.to_list()) if a else Agg()
 
-    def store(self, key: str, agg: Agg) -> None:
+    def store(self, key: HourlyKey, agg: Agg) -> None:
         self.aggs[key] = agg
 
     def flush(self) -> None:
         self.flushes += 1
 
 
-class Sink:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.hourly: dict[str, int] = {}
-        self.raw = 0
+class Sink(ClickHouseSink):
+    """The real sink, noting when it flushes."""
 
-    async def flush(self, raw: Any, dirty: dict[str, Agg], now: datetime) -> None:
+    def __init__(self, log: list[str], path: Path) -> None:
+        ex = ChdbExecutor(path, "gpumeter_processor")
+        migrate(ex)
+        super().__init__(ex)
+        self.log = log
+
+    async def flush(self, raw: Any, dirty: dict[HourlyKey, Agg], now: datetime) -> None:
         self.log.append("sink")
-        self.raw += len(raw)
-        self.hourly.update({k: a.usage_us for k, a in dirty.items()})
+        await super().flush(raw, dirty, now)
+
+    @property
+    def hourly(self) -> dict[tuple[Any, ...], int]:
+        rows = self.ex.execute(
+            "SELECT tenant_id, hour, project_id, cluster, usage_us FROM usage_hourly FINAL"
+        )
+        return {r[:4]: int(r[4]) for r in rows}
+
+    @property
+    def raw(self) -> int:
+        return int(self.ex.execute("SELECT count() FROM usage_raw FINAL")[0][0])
 
 
 def event(i: int, tenant: str = "acme-ai", **data: Any) -> dict[str, Any]:
     d = {
         "tenant_id": tenant,
         "cluster": "c",
-        "region": "r",
-        "provider": "p",
+        "region": "us-east-1",
+        "provider": "northwind-cloud",
         "node": "n",
         "gpu_uuid": f"g{i}",
         "gpu_model": "H100",
@@ -69,7 +94,9 @@ def msg(offset: int, events: Any, key: bytes = b"acme-ai") -> Message:
     return Message("usage", 0, offset, key, raw, T)
 
 
-def test_batch_dead_letters_then_sink_then_replay_adds_nothing(config: Config) -> None:
+def test_batch_dead_letters_then_sink_then_replay_adds_nothing(
+    config: Config, tmp_path: Path
+) -> None:
     log: list[str] = []
     dead: list[tuple[bytes | None, dict[str, Any]]] = []
 
@@ -77,7 +104,7 @@ def test_batch_dead_letters_then_sink_then_replay_adds_nothing(config: Config) -
         log.append("dlq")
         dead.append((key, json.loads(value)))
 
-    tables, sink = Tables(), Sink(log)
+    tables, sink = Tables(), Sink(log, tmp_path / "chdb")
     proc = BatchProcessor(
         config.reference,
         tables,

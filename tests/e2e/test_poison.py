@@ -1,0 +1,146 @@
+"""One bad event never stops metering (issue 9), on the real stack.
+
+A foreign producer (plain kafka-python, no gpumeter code) sends to one tenant's partition: the
+event that once stopped the worker for good (``project_id = "a|b"``, now a valid name that must
+be kept byte for byte), an event with a control character, one on an unknown region, one whose
+row no ClickHouse DateTime can hold (``processing_error``), and ordinary events between and
+after them. The worker must count every valid one to the micro-second, dead-letter each bad one
+with its reason, and never exit.
+
+A second test points the worker at a ClickHouse database that does not exist: a permanent
+error, which the worker must report with the server's message and exit 78 on, at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pipeline import dlq
+from pipeline.adapters.clickhouse import migrate
+from pipeline.adapters.kafka import ensure_topics
+from pipeline.settings import Settings
+from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
+from tests.services import drop_database, server_executor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
+
+START = datetime(2026, 10, 7, 9, 55, tzinfo=UTC)  # 5 min before 10:00 and 5 after
+
+
+def event(i: int, start: datetime = START, **data: Any) -> dict[str, Any]:
+    d = {
+        "tenant_id": "acme-ai",
+        "cluster": "northwind-us-east-1-c1",
+        "region": "us-east-1",
+        "provider": "northwind-cloud",
+        "node": "foreign-node-1",
+        "gpu_uuid": f"GPU-{i}",
+        "gpu_model": "H100",
+        "gpu_count": 1,
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=10)).isoformat(),
+        **data,
+    }
+    return {
+        "specversion": "1.0",
+        "id": f"ev-{i}",
+        "source": "//kcat/foreign",
+        "type": "gpu.usage.v1",
+        "data": d,
+    }
+
+
+def produce(settings: Settings, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for v in values:
+        producer.send(settings.usage_topic, key=b"acme-ai", value=v)
+    producer.flush()
+    producer.close()
+
+
+def test_poison_events_are_dead_lettered_and_the_partition_goes_on(settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_past_age_days": 30_000})
+    ex = server_executor(settings)
+    migrate(ex)
+    values = [
+        json.dumps(event(1, project_id="a|b")).encode(),  # stopped the worker before issue 9
+        json.dumps(event(2)).encode(),
+        json.dumps(event(3, project_id="bad\u0000name")).encode(),  # control character
+        json.dumps(event(4, region="mars-1")).encode(),  # no partner has it
+        json.dumps(event(5, start=datetime(1969, 12, 31, 22, tzinfo=UTC))).encode(),
+        json.dumps([event(6), event(7, project_id='Ünïcødé|"q"\\')]).encode(),
+        b'{"specversion": "1.0", "id": "x", "data": ',  # truncated
+        json.dumps(event(8)).encode(),
+    ]
+    produce(settings, values)
+    log = settings.out_dir / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        wait_drained(settings, worker, timeout=300, progress=False)
+        assert worker.poll() is None, "the worker exited"
+    finally:
+        stop_worker(worker)
+    text = log.read_text()
+    assert "exiting" not in text and "batch processing failed" not in text
+
+    rows = ex.execute(
+        "SELECT project_id, toUInt32(hour), usage_us FROM usage_hourly FINAL "
+        "WHERE tenant_id = 'acme-ai' ORDER BY project_id, hour"
+    )
+    h9 = int(START.replace(minute=0).timestamp())
+    five = 300_000_000
+    by_project: dict[str, int] = {}
+    for project, _hour, usage in rows:
+        by_project[project] = by_project.get(project, 0) + int(usage)
+    assert by_project == {
+        "": 3 * 2 * five,  # events 2, 6 and 8
+        'Ünïcødé|"q"\\': 2 * five,  # event 7
+        "a|b": 2 * five,  # event 1
+    }
+    assert {int(r[1]) for r in rows} == {h9, h9 + 3600}  # every event: 5 min in each hour
+    assert all(int(usage) % five == 0 for _, _, usage in rows)
+    ids = ex.execute("SELECT event_id, project_id FROM usage_raw FINAL ORDER BY event_id")
+    assert ids == [
+        ("ev-1", "a|b"),
+        ("ev-2", ""),
+        ("ev-6", ""),
+        ("ev-7", 'Ünïcødé|"q"\\'),
+        ("ev-8", ""),
+    ]
+    dead = sorted((d.source.rsplit("/", 1)[1], d.reason) for d in dlq.read_dead_letters(settings))
+    assert dead == [
+        ("2", "invalid_data"),
+        ("3", "unknown_region"),
+        ("4", "processing_error"),
+        ("6", "malformed_json"),
+    ]
+    ex.close()
+    drop_database(settings)
+
+
+def test_a_permanent_clickhouse_error_stops_the_worker_loudly(settings: Settings) -> None:
+    broken = settings.model_copy(update={"clickhouse_database": "gpumeter_no_such_database"})
+    produce(broken, [json.dumps(event(1)).encode()])
+    log = broken.out_dir / "worker.log"
+    worker = start_worker(broken, log)
+    try:
+        deadline = time.monotonic() + 120
+        while worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert worker.returncode == 78
+    finally:
+        stop_worker(worker)
+    text = log.read_text()
+    assert "ClickHouse refuses the worker's writes" in text
+    assert "gpumeter_no_such_database" in text  # the server's own message
