@@ -1,32 +1,117 @@
 """Chargeback for internal teams (brief §6): each usage line debits the team's cost centre and
 credits the GPU platform's; a journal CSV for finance and one CSV per cost centre for its team.
+
+Lifecycle, like an invoice's (``schemas/clickhouse/0006_chargeback_lifecycle.sql``):
+
+* until the period's end plus the draft grace (``draft_grace_h``) a tenant's chargeback is a
+  **draft**: every run rates it again and keeps a new revision when its content changed, and
+  the period's journal files are written again;
+* the first run after that **closes** the period: its revisions, entries and journal files
+  never change again (a file missing on disk is written again from the journal, an existing
+  one is left alone);
+* usage that arrives for a closed period is not lost: each later period's chargeback rates
+  the closed periods again and carries the difference from what was charged for them as
+  **adjustment** entries ``adj/<period>/<line>`` referencing the original period (column
+  ``usage_period``), like a late invoice adjustment. A rerun of the closed period reports
+  ``unchanged``, ``changed_after_close`` (pending on the next period billed) or ``adjusted``.
 """
 
 from __future__ import annotations
 
 import csv
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters.chargeback import ChargebackHead, ChargebackLedger
+from pipeline.adapters.store import Store
+from pipeline.billing.documents import fraction_text
+from pipeline.config import Config
+from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
-from pipeline.domain.rating import Line
+from pipeline.domain.rating import Line, UsageRow, rate_usage
 from pipeline.domain.reference import Tenant
 
+CLOSED_AS = "charged back"
+JOURNAL_HEADER = [
+    "period",
+    "usage_period",
+    "entry",
+    "cost_centre",
+    "tenant_id",
+    "line_key",
+    "description",
+    "gpu_hours",
+    "unit_price",
+    "debit",
+    "credit",
+    "currency",
+]
+CC_HEADER = [
+    "period",
+    "usage_period",
+    "cost_centre",
+    "line",
+    "gpu_hours",
+    "unit_price",
+    "cost",
+    "currency",
+    "efficiency_pct",
+]
 
-def chargeback_rows(
-    tenant: Tenant, period: Period, lines: list[Line], platform_cost_centre: str, now: datetime
+
+@dataclass
+class ChargebackResult:
+    """What a run did for one internal tenant (the billing run turns it into a report row)."""
+
+    tenant_id: str
+    currency: str
+    gpu_hours: Fraction
+    amount: Decimal
+    # draft | charged_back (closed by this run) | unchanged | changed_after_close |
+    # adjusted (late usage carried by a later period)
+    status: str
+
+
+@dataclass
+class Known:
+    """What the journal holds for a run's period, read once for all tenants."""
+
+    period: str
+    closed: bool  # this period is closed already
+    heads: dict[str, ChargebackHead]  # tenant -> its latest revision of this period
+    closed_before: list[str]  # closed periods before this one, oldest first
+    # (tenant, period) -> entries of the latest revision, for every closed period
+    entries: dict[tuple[str, str], list[dict[str, Any]]]
+    usage: dict[str, dict[str, list[UsageRow]]] = field(default_factory=dict)  # by period
+
+
+def entry_rows(
+    tenant: Tenant,
+    period: str,
+    revision: int,
+    lines: list[Line],
+    platform_cost_centre: str,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     return [
         {
-            "period": str(period),
+            "period": period,
             "cost_centre": tenant.cost_centre or "",
             "tenant_id": tenant.id,
             "line_key": ln.line_key,
+            "revision": revision,
+            "kind": ln.kind,
+            "period_ref": ln.period_ref or period,
             "description": ln.description,
             "quantity": str(ln.quantity_display),
+            "quantity_exact": fraction_text(ln.quantity),
             "unit_price": str(ln.unit_price),
             "amount_minor": ln.amount_minor,
             "currency": ln.currency,
@@ -39,80 +124,247 @@ def chargeback_rows(
     ]
 
 
-def write_chargeback_files(out_root: Path, period: Period, rows: list[dict[str, Any]]) -> None:
-    folder = out_root / str(period) / "chargeback"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "journal.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "period",
-                "entry",
-                "cost_centre",
-                "tenant_id",
-                "line_key",
-                "description",
-                "gpu_hours",
-                "unit_price",
-                "debit",
-                "credit",
-                "currency",
-            ]
+def _quantity(entry: dict[str, Any]) -> Fraction:
+    """An entry's exact GPU-hours (entries written before 0006 only have the display form)."""
+    return Fraction(entry["quantity_exact"] or entry["quantity"])
+
+
+def _content_hash(lines: list[Line]) -> str:
+    from pipeline.billing.invoicing import content_hash
+
+    return content_hash(lines)
+
+
+class Chargebacks:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        ledger: ChargebackLedger,
+        out_root: Path,
+        clock: Callable[[], datetime],
+        grace: timedelta,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.ledger = ledger
+        self.out_root = out_root
+        self.clock = clock
+        self.grace = grace
+        self._heads: list[dict[str, Any]] = []
+        self._entries: list[dict[str, Any]] = []
+
+    def prefetch(self, period: Period) -> Known:
+        p = str(period)
+        closed = self.ledger.closed()
+        before = sorted(c for c in closed if c < p)
+        closed_heads = self.ledger.heads(periods=sorted(closed)) if closed else {}
+        return Known(
+            p,
+            p in closed,
+            {t: h for (t, q), h in self.ledger.heads(periods=[p]).items() if q == p},
+            before,
+            self.ledger.entries(closed_heads.values()),
         )
-        for r in rows:
-            amount = str(from_minor(r["amount_minor"], r["currency"]))
-            common = [
-                r["tenant_id"],
-                r["line_key"],
-                r["description"],
-                r["quantity"],
-                r["unit_price"],
-            ]
-            w.writerow([r["period"], "debit", r["cost_centre"], *common, amount, "", r["currency"]])
-            w.writerow(
-                [
-                    r["period"],
-                    "credit",
-                    r["credit_cost_centre"],
-                    *common,
-                    "",
-                    amount,
-                    r["currency"],
-                ]
+
+    def tenants(self, known: Known) -> set[str]:
+        """Tenants this run may have something to charge for besides those with usage in
+        its period: a revision of the period, entries or usage in closed periods (the
+        billing run keeps the internal ones)."""
+        out = set(known.heads) | {t for t, _ in known.entries}
+        if not known.closed:
+            for closed in known.closed_before:
+                out |= set(self._usage(closed, known))
+        return out
+
+    # -- one tenant ------------------------------------------------------------------------
+    def charge(
+        self, tenant: Tenant, period: Period, rows: list[UsageRow], known: Known
+    ) -> ChargebackResult | None:
+        """Rate one internal tenant's period (see the module doc); None when it has nothing
+        to charge and never had."""
+        card = self.config.card_for(tenant.id)
+        if known.closed:
+            return self._closed(tenant, rows, known)
+        own = self._rate(tenant, rows)
+        lines = own + self._adjustments(tenant, known)
+        head = known.heads.get(tenant.id)
+        if not lines and head is None:
+            return None
+        chash = _content_hash(lines)
+        if head is None or head.content_hash != chash:
+            revision = 1 if head is None else head.revision + 1
+            now = self.clock()
+            self._entries += entry_rows(
+                tenant,
+                known.period,
+                revision,
+                lines,
+                self.config.reference.platform_cost_centre,
+                now,
             )
-    by_cc: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_cc.setdefault(r["cost_centre"], []).append(r)
-    for cc, cc_rows in by_cc.items():
-        with (folder / f"{cc.replace('/', '__')}.csv").open("w", newline="") as fh:
+            self._heads.append(
+                {
+                    "tenant_id": tenant.id,
+                    "period": known.period,
+                    "revision": revision,
+                    "cost_centre": tenant.cost_centre or "",
+                    "currency": card.currency,
+                    "total_minor": sum(ln.amount_minor for ln in lines),
+                    "line_count": len(lines),
+                    "content_hash": chash,
+                    "created_at": now,
+                }
+            )
+        status = "draft" if self.clock() < period.end + self.grace else "charged_back"
+        return ChargebackResult(
+            tenant.id,
+            card.currency,
+            sum((ln.quantity for ln in own), Fraction(0)),
+            sum((ln.amount for ln in lines), Decimal(0)),
+            status,
+        )
+
+    def _rate(self, tenant: Tenant, rows: list[UsageRow]) -> list[Line]:
+        card = self.config.card_for(tenant.id)
+        tier_of = self.config.contract(tenant.id).tier_of
+        return rate_usage(rows, card, self.config.reference.catalog, tier_of).lines
+
+    def _usage(self, period: str, known: Known) -> dict[str, list[UsageRow]]:
+        if period not in known.usage:
+            known.usage[period] = self.store.hourly_rows(Period.parse(period))
+        return known.usage[period]
+
+    def _billed(
+        self, tenant_id: str, period: str, known: Known, excluding: str = ""
+    ) -> dict[str, Billed]:
+        """Line key -> what closed periods (other than ``excluding``) charged for
+        ``period``: its own entries and adjustments for it on later ones."""
+        billed: dict[str, Billed] = {}
+        for (t, charged_in), entries in known.entries.items():
+            if t != tenant_id or charged_in == excluding:
+                continue
+            for e in entries:
+                key = LineKey.parse(e["line_key"])
+                if key.adjusts != period and not (charged_in == period and not key.adjusts):
+                    continue
+                was = billed.get(key.base, Billed(0, 0, Fraction(0)))
+                qty = _quantity(e)
+                billed[key.base] = Billed(
+                    was.amount_minor + int(e["amount_minor"]),
+                    was.usage_us + int(e["usage_us"]),
+                    was.quantity + qty,
+                )
+        return billed
+
+    def _adjustments(self, tenant: Tenant, known: Known) -> list[Line]:
+        """Late usage of the tenant's closed periods, as entries for this one."""
+        currency = self.config.card_for(tenant.id).currency
+        out: list[Line] = []
+        for closed in known.closed_before:
+            rows = self._usage(closed, known).get(tenant.id, [])
+            billed = self._billed(tenant.id, closed, known, excluding=known.period)
+            if rows or billed:
+                now = self._rate(tenant, rows)
+                out += adjustment_lines(closed, now, billed, currency, CLOSED_AS)
+        return out
+
+    def _closed(
+        self, tenant: Tenant, rows: list[UsageRow], known: Known
+    ) -> ChargebackResult | None:
+        """A rerun of a closed period: nothing is written; how it stands."""
+        head = known.heads.get(tenant.id)
+        if head is None and not rows:
+            return None
+        own = known.entries.get((tenant.id, known.period), [])
+        now = self._rate(tenant, rows)
+        same = {e["line_key"]: int(e["amount_minor"]) for e in own if e["kind"] == "usage"} == {
+            ln.line_key: ln.amount_minor for ln in now
+        }
+        currency = self.config.card_for(tenant.id).currency
+        billed = self._billed(tenant.id, known.period, known)
+        pending = adjustment_lines(known.period, now, billed, currency)
+        status = "unchanged" if same else "changed_after_close" if pending else "adjusted"
+        return ChargebackResult(
+            tenant.id,
+            currency,
+            sum((_quantity(e) for e in own if e["kind"] == "usage"), Fraction(0)),
+            from_minor(head.total_minor, currency) if head is not None else Decimal(0),
+            status,
+        )
+
+    # -- the period ------------------------------------------------------------------------
+    def finish(self, period: Period, known: Known, failed: bool = False) -> None:
+        """Write the revisions of this run, close the period once its grace is over (not
+        while a tenant of it ``failed`` to be rated: it is charged in its own period once its
+        rate card is fixed), and write its journal files (only missing ones once closed)."""
+        self.ledger.save(self._heads, self._entries)
+        self._heads, self._entries = [], []
+        now = self.clock()
+        if not known.closed and not failed and now >= period.end + self.grace:
+            self.ledger.close(known.period, now, len(self.ledger.heads(periods=[known.period])))
+        folder = self.out_root / known.period / "chargeback"
+        write_journal(folder, self.ledger.journal(known.period), overwrite=not known.closed)
+
+
+def write_journal(folder: Path, entries: list[dict[str, Any]], overwrite: bool = True) -> None:
+    """``journal.csv`` (a debit and a credit row per entry) and one report per cost centre;
+    with ``overwrite=False`` only the files that are missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = folder / "journal.csv"
+    if overwrite or not journal.exists():
+        with journal.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(
-                [
-                    "period",
-                    "cost_centre",
-                    "line",
-                    "gpu_hours",
-                    "unit_price",
-                    "cost",
-                    "currency",
-                    "efficiency_pct",
+            w.writerow(JOURNAL_HEADER)
+            for e in entries:
+                amount = str(from_minor(e["amount_minor"], e["currency"]))
+                common = [
+                    e["tenant_id"],
+                    e["line_key"],
+                    e["description"],
+                    e["quantity"],
+                    e["unit_price"],
                 ]
-            )
-            for r in cc_rows:
+                ref, cur = e["period_ref"] or e["period"], e["currency"]
+                w.writerow([e["period"], ref, "debit", e["cost_centre"], *common, amount, "", cur])
+                w.writerow(
+                    [
+                        e["period"],
+                        ref,
+                        "credit",
+                        e["credit_cost_centre"],
+                        *common,
+                        "",
+                        amount,
+                        e["currency"],
+                    ]
+                )
+    by_cc: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        by_cc.setdefault(e["cost_centre"], []).append(e)
+    for cc, cc_entries in by_cc.items():
+        path = folder / f"{cc.replace('/', '__')}.csv"
+        if not overwrite and path.exists():
+            continue
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(CC_HEADER)
+            for e in cc_entries:
                 eff = (
-                    (Decimal(r["busy_us"]) * 100 / Decimal(r["usage_us"])).quantize(Decimal("0.1"))
-                    if r["usage_us"]
+                    (Decimal(e["busy_us"]) * 100 / Decimal(e["usage_us"])).quantize(Decimal("0.1"))
+                    if e["usage_us"] > 0 and e["kind"] == "usage"
                     else ""
                 )
                 w.writerow(
                     [
-                        r["period"],
+                        e["period"],
+                        e["period_ref"] or e["period"],
                         cc,
-                        r["description"],
-                        r["quantity"],
-                        r["unit_price"],
-                        str(from_minor(r["amount_minor"], r["currency"])),
-                        r["currency"],
+                        e["description"],
+                        e["quantity"],
+                        e["unit_price"],
+                        str(from_minor(e["amount_minor"], e["currency"])),
+                        e["currency"],
                         eff,
                     ]
                 )

@@ -21,20 +21,20 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 from rich.progress import Progress
 
+from pipeline.adapters.chargeback import ChargebackLedger
 from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway
-from pipeline.billing.chargeback import chargeback_rows, write_chargeback_files
+from pipeline.billing.chargeback import Chargebacks
 from pipeline.billing.documents import invoices_csv
 from pipeline.billing.invoicing import Due, Invoicer, Known, TenantResult
 from pipeline.config import Config
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.period import Period
-from pipeline.domain.rating import UsageRow, gpu_hours, rate_usage
+from pipeline.domain.rating import UsageRow, gpu_hours
 from pipeline.domain.reference import GpuCatalog, Tenant
 from pipeline.domain.usage import HourlyKey
 
@@ -85,6 +85,13 @@ class BillingRun:
         self.progress = progress
         self.stripe_threads = stripe_threads
         self.invoicer = Invoicer(config, store, self.ledger, stripe, out_root, clock, grace)
+        self.chargebacks = Chargebacks(
+            config, store, ChargebackLedger(store.ex), out_root, clock, grace
+        )
+
+    def _kind(self, tenant_id: str) -> str:
+        tenant = self.config.reference.tenants.get(tenant_id)
+        return tenant.kind if tenant is not None else ""
 
     def tenants(self, with_usage: set[str], known: Known) -> list[str]:
         zero = {
@@ -138,10 +145,14 @@ class BillingRun:
     def run(self, period: Period) -> BillingReport:
         report = BillingReport(str(period), out_dir=self.out_root / str(period))
         usage = self.store.hourly_rows(period)
-        chargeback: list[dict[str, Any]] = []
         due: list[tuple[int, Due]] = []
         known = self.invoicer.prefetch(period)
-        tenant_ids = self.tenants(set(usage), known)
+        charged_before = self.chargebacks.prefetch(period)
+        internal = {
+            t for t in self.chargebacks.tenants(charged_before) if self._kind(t) == "internal"
+        }
+        tenant_ids = sorted(set(self.tenants(set(usage), known)) | internal)
+        unrated_internal = False
         with Progress(disable=not self.progress, transient=True) as bar:
             task = bar.add_task(f"billing {period}", total=len(tenant_ids))
             for tenant_id in tenant_ids:
@@ -158,40 +169,30 @@ class BillingRun:
                         if o.status != "no_invoice":
                             report.results.append(o)
                         continue
-                    card = self.config.card_for(tenant_id)
-                    contract = self.config.contract(tenant_id)
-                    lines = rate_usage(
-                        rows, card, self.config.reference.catalog, contract.tier_of
-                    ).lines
+                    charged = self.chargebacks.charge(tenant, period, rows, charged_before)
                 except BillingError as exc:
                     if exc.code is not BillingErrorCode.NO_PRICE:
                         raise
                     report.results.append(self._unrated(tenant, period, rows, known, exc))
+                    unrated_internal = unrated_internal or tenant.kind == "internal"
                     continue
-                chargeback += chargeback_rows(
-                    tenant,
-                    period,
-                    lines,
-                    self.config.reference.platform_cost_centre,
-                    self.clock(),
-                )
-                report.results.append(
-                    TenantResult(
-                        tenant.id,
-                        "internal",
-                        card.currency,
-                        sum((ln.quantity for ln in lines), Fraction(0)),
-                        sum((ln.amount for ln in lines), Decimal(0)),
-                        "charged_back",
+                if charged is not None:
+                    report.results.append(
+                        TenantResult(
+                            tenant.id,
+                            "internal",
+                            charged.currency,
+                            charged.gpu_hours,
+                            charged.amount,
+                            charged.status,
+                        )
                     )
-                )
         self.invoicer.flush_drafts()
         finalized = self.invoicer.finalize_all([d for _, d in due], self.stripe_threads)
         for (i, _), result in zip(due, finalized, strict=True):
             report.results[i] = result
         self.invoicer.write_documents()
-        self.store.save_chargeback(chargeback)
-        write_chargeback_files(self.out_root, period, chargeback)
+        self.chargebacks.finish(period, charged_before, failed=unrated_internal)
         folder = self.out_root / str(period) / "invoices"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "invoices.csv").write_text(

@@ -38,7 +38,11 @@ def adjustment_lines(
     current: list[Line],
     billed: dict[str, Billed],
     currency: str,
+    closed_as: str = "invoiced",
 ) -> list[Line]:
+    """Lines for a later document correcting ``original_period``: for each line key, what
+    the period's lines come to now minus what was ``billed`` for it so far (no line where
+    they agree). ``closed_as`` words the descriptions ("invoiced", "charged back")."""
     now = {ln.line_key: ln for ln in current}
     out = []
     for key in sorted(now.keys() | billed.keys()):
@@ -55,7 +59,7 @@ def adjustment_lines(
                     f"{ADJ_PREFIX}{original_period}/{key}",
                     "adjustment",
                     f"Adjustment for {original_period}: {label}, recomputed with the usage "
-                    "received after that period was invoiced",
+                    f"received after that period was {closed_as}",
                     amount,
                     currency,
                     original_period,
@@ -72,7 +76,7 @@ def adjustment_lines(
             Line(
                 line_key=f"{ADJ_PREFIX}{original_period}/{key}",
                 description=f"Adjustment for {original_period}: {label}, usage received "
-                f"after that period was invoiced",
+                f"after that period was {closed_as}",
                 gpu_model=model,
                 mig_profile=profile,
                 quantity=(ln.quantity if ln else Fraction(0)) - was.quantity,
