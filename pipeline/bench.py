@@ -29,8 +29,7 @@ from typing import Any
 from pipeline.adapters.clickhouse import ident, migrate
 from pipeline.adapters.kafka import QUICK_CLIENT, ensure_topics, group_lag, make_producer
 from pipeline.adapters.store import Store
-from pipeline.billing.run import BillingRun
-from pipeline.bootstrap import executor, stripe_gateway
+from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
 from pipeline.domain.hours import HOUR_US
@@ -354,14 +353,7 @@ def billing_month(settings: Settings, config: Config, tenants: int, root: Path) 
             ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
             rows = []
     ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
-    run = BillingRun(
-        bench_config,
-        Store(ex),
-        stripe_gateway(settings),
-        root / "bill-out",
-        lambda: datetime.now(UTC),
-        stripe_threads=settings.stripe_threads,
-    )
+    run = billing_run(settings, bench_config, Store(ex), out_root=root / "bill-out")
     t0 = time.monotonic()
     report = run.run(period)
     elapsed = time.monotonic() - t0

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import cli_finance
@@ -92,26 +92,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bill(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.billing.run import BillingRun
-    from pipeline.bootstrap import store, stripe_gateway
+    from pipeline.bootstrap import billing_run, store, stripe_gateway
     from pipeline.config import Config
     from pipeline.domain.period import Period
 
     period = Period.parse(args.period)
-    gateway = stripe_gateway(settings)  # no API key: refused before any I/O
+    stripe_gateway(settings)  # no API key: refused before any I/O
     config = Config.load(settings.config_dir)
     st = store(settings)
     args.resources.callback(st.ex.close)
-    run = BillingRun(
-        config,
-        st,
-        gateway,
-        settings.out_dir,
-        _now,
-        grace=timedelta(hours=settings.draft_grace_h),
-        progress=True,
-        stripe_threads=settings.stripe_threads,
-    )
+    run = billing_run(settings, config, st, clock=_now, progress=True)
     report = run.run(period)
     from pipeline.report import print_billing
 

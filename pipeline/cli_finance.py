@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,13 @@ def _now() -> datetime:
 
 def _deps(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, Any]:
     """Config, store and ledger; the ClickHouse connection closes when the command ends."""
-    from pipeline.adapters.ledger import Ledger
-    from pipeline.bootstrap import store
+    from pipeline.bootstrap import ledger, store
     from pipeline.config import Config
 
     config = Config.load(settings.config_dir)
     st = store(settings)
     args.resources.callback(st.ex.close)
-    return config, st, Ledger(st.ex)
+    return config, st, ledger(st)
 
 
 def _period(text: str) -> str:
@@ -201,19 +200,10 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_void(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.billing.invoicing import Invoicer
-    from pipeline.bootstrap import stripe_gateway
+    from pipeline.bootstrap import invoicer
 
-    config, store, ledger = _deps(args, settings)
-    inv = Invoicer(
-        config,
-        store,
-        ledger,
-        stripe_gateway(settings),
-        settings.out_dir,
-        _now,
-        timedelta(hours=settings.draft_grace_h),
-    )
+    config, store, _ledger = _deps(args, settings)
+    inv = invoicer(settings, config, store, clock=_now)
     view = inv.void(args.invoice_id, args.reason)
     print(f"void: {view.invoice_id} is {view.status}; credit note CN-{view.invoice_id} issued")
     return 0

@@ -4,16 +4,14 @@ against the ground truth, bill, and print where everything is."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from rich.console import Console
 
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import end_offsets
-from pipeline.adapters.ledger import Ledger
 from pipeline.billing.reconcile import reconcile
-from pipeline.billing.run import BillingRun
-from pipeline.bootstrap import executor, store, stripe_gateway
+from pipeline.bootstrap import billing_run, executor, ledger, store
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.report import print_billing
@@ -65,19 +63,9 @@ def run_demo(
         f"ClickHouse vs ground truth: {v.keys_equal}/{v.keys_expected} hourly keys equal, "
         f"lost={v.lost_us}us double_counted={v.double_us}us: {verdict}"
     )
-    cfg_run = BillingRun(
-        config,
-        st,
-        stripe_gateway(settings),
-        settings.out_dir,
-        lambda: datetime.now(UTC),
-        grace=timedelta(hours=settings.draft_grace_h),
-        progress=True,
-        stripe_threads=settings.stripe_threads,
-    )
-    report = cfg_run.run(period)
+    report = billing_run(settings, config, st, progress=True).run(period)
     print_billing(report, console)
-    rec = reconcile(config, st, Ledger(st.ex), period)
+    rec = reconcile(config, st, ledger(st), period)
     pdfs = sorted((settings.out_dir / str(period) / "invoices").glob("*.pdf"))
     console.print(
         f"{len(pdfs)} invoice PDFs, e.g. {pdfs[0] if pdfs else '-'} "

@@ -18,7 +18,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from typing import Any
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import end_offsets, group_lag, make_producer
 from pipeline.adapters.store import Store
-from pipeline.adapters.stripe_gateway import StripeGateway
-from pipeline.billing.run import BillingRun
-from pipeline.bootstrap import executor
+from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import REPO_ROOT, Settings
@@ -285,9 +282,7 @@ def run_faults(
     rep.dlq = sum(end_offsets(settings.kafka_bootstrap, settings.dlq_topic).values())
     rep.late = store.late_samples(period)
     rep.parts = store.active_parts()
-    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
-    bill = BillingRun(config, store, gateway, settings.out_dir, lambda: datetime.now(UTC))
-    report = bill.run(period)
+    report = billing_run(settings, config, store).run(period)
     clean = expected_bills(truth, config, period)
     rep.billing_equal = {r.tenant_id: (r.gpu_hours, r.amount) for r in report.results} == clean
     rep.billed_total = sum((r.amount for r in report.results), Decimal(0))

@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -155,9 +155,9 @@ class Services:
     def ledger(self) -> Ledger:
         with self.lock:
             if self._ledger is None:
-                from pipeline.bootstrap import executor
+                from pipeline.bootstrap import ledger, store
 
-                self._ledger = Ledger(executor(self.settings))
+                self._ledger = ledger(store(self.settings))
             return self._ledger
 
     @property
@@ -165,17 +165,14 @@ class Services:
         with self.lock:
             if self._invoicer is None:
                 from pipeline.adapters.store import Store
-                from pipeline.bootstrap import stripe_gateway
+                from pipeline.bootstrap import invoicer
 
-                ledger = self.ledger
-                self._invoicer = Invoicer(
+                self._invoicer = invoicer(
+                    self.settings,
                     self.config,
-                    Store(ledger.ex),
-                    ledger,
-                    stripe_gateway(self.settings, require_key=False),  # webhooks only
-                    self.settings.out_dir,
-                    self.clock,
-                    timedelta(hours=self.settings.draft_grace_h),
+                    Store(self.ledger.ex),
+                    clock=self.clock,
+                    require_key=False,  # webhooks only: no request to Stripe
                 )
             return self._invoicer
 

@@ -16,14 +16,14 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.adapters.clickhouse import DriverExecutor
+from pipeline.bootstrap import batch_processor
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
-from pipeline.domain.events import DecodeLimits, DedupeBucket, DedupeKey
+from pipeline.domain.events import DedupeBucket, DedupeKey
 from pipeline.domain.usage import HourlyKey, hourly_key_bytes
 from pipeline.settings import Settings
 from pipeline.worker.processor import BatchProcessor, Message
-from pipeline.worker.sink import ClickHouseSink, PermanentClickHouseError
+from pipeline.worker.sink import PermanentClickHouseError
 
 log = logging.getLogger("gpumeter.worker")
 
@@ -184,27 +184,8 @@ def create_app(settings: Settings | None = None) -> Any:
 
     def processor() -> BatchProcessor:
         if "p" not in state:  # connect lazily: no I/O at import or app creation
-            ex = DriverExecutor(
-                settings.clickhouse_host,
-                settings.clickhouse_port,
-                settings.clickhouse_database,
-                settings.clickhouse_user,
-                settings.clickhouse_password.get_secret_value(),
-            )
-            limits = DecodeLimits(
-                settings.max_message_bytes,
-                settings.max_interval_s,
-                settings.max_future_skew_s,
-                settings.max_past_age_days,
-            )
-            state["p"] = BatchProcessor(
-                config.reference,
-                FaustTables(seen, hourly),
-                ClickHouseSink(ex),
-                send_dead_letter,
-                lambda: datetime.now(UTC),
-                limits,
-                grace_s=settings.late_grace_s,
+            state["p"] = batch_processor(
+                settings, config, FaustTables(seen, hourly), send_dead_letter
             )
         return state["p"]
 
