@@ -62,7 +62,7 @@ test-unit: install
 	$(BIN)/pytest -m "unit" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff check pipeline devtools tests
 	$(BIN)/mypy
 
 schemas: install

@@ -59,9 +59,9 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.sim.run import publish
     from pipeline.config import Config
     from pipeline.domain.period import Period
-    from pipeline.sim.run import publish
 
     period = Period.parse(args.period) if args.period else Period.previous(_now())
     res = publish(
@@ -135,10 +135,10 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from devtools.sim.truth import read_truth
+    from devtools.verify import compare, stored_as_truth
     from pipeline.bootstrap import store
     from pipeline.domain.period import Period
-    from pipeline.sim.truth import read_truth
-    from pipeline.verify import compare, stored_as_truth
 
     period = Period.parse(args.period)
     truth = read_truth(settings.out_dir / str(period) / "ground_truth.json")
@@ -253,8 +253,8 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_faults(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
+    from devtools.faults import FaultPlan, describe, run_faults
     from pipeline.config import Config
-    from pipeline.faults import FaultPlan, describe, run_faults
 
     name = f"faults_{uuid.uuid4().hex[:8]}"
     root = settings.out_dir / "faults" / name
@@ -284,7 +284,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.bench import cleanup, run_bench, write_results
+    from devtools.bench import cleanup, run_bench, write_results
     from pipeline.settings import REPO_ROOT
 
     console = Console()
@@ -349,7 +349,7 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo(settings, args.period, nodes=args.nodes, interval_s=args.interval)
 

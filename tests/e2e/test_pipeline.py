@@ -9,6 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from devtools.sim.run import publish
+from devtools.sim.truth import read_truth
+from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.verify import compare, expected_bills, stored_as_truth
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
@@ -20,10 +24,6 @@ from pipeline.config import Config
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
-from pipeline.sim.run import publish
-from pipeline.sim.truth import read_truth
-from pipeline.verify import compare, expected_bills, stored_as_truth
-from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
 from tests.services import drop_database, server_executor
 
 pytestmark = [

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from devtools.supervise import start_worker, stop_worker, wait_drained
 from pipeline import dlq
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import ensure_topics
 from pipeline.settings import Settings
-from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
 from tests.services import drop_database, server_executor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]

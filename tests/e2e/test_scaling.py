@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from devtools.faults import Fleet
+from devtools.sim.run import publish
+from devtools.sim.truth import read_truth
+from devtools.supervise import wait_drained
+from devtools.verify import stored_as_truth
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.period import Period
-from pipeline.faults import Fleet
 from pipeline.settings import Settings
-from pipeline.sim.run import publish
-from pipeline.sim.truth import read_truth
-from pipeline.verify import stored_as_truth
-from pipeline.worker.supervise import wait_drained
 from tests.services import drop_database, server_executor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.faults import FaultPlan, FaultReport, run_faults
 from pipeline.config import Config
-from pipeline.faults import FaultPlan, FaultReport, run_faults
 from pipeline.settings import Settings
 from tests.services import drop_database, unique
 

@@ -9,9 +9,8 @@ import asyncio
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import pytest
 

@@ -1,14 +1,14 @@
 import json
 from datetime import UTC, datetime
 
+from devtools.sim.fleet import all_reports, report_events
+from devtools.sim.run import plan
+from devtools.sim.truth import ground_truth
+from devtools.verify import truth_key
 from pipeline.config import Config
 from pipeline.domain.events import decode_message
 from pipeline.domain.period import Period
 from pipeline.domain.usage import contributions
-from pipeline.sim.fleet import all_reports, report_events
-from pipeline.sim.run import plan
-from pipeline.sim.truth import ground_truth
-from pipeline.verify import truth_key
 
 
 def test_samples_folded_by_the_domain_equal_the_independent_ground_truth(config: Config) -> None:

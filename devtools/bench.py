@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from devtools.sim.run import plan, publish
+from devtools.supervise import start_worker, stop_worker
 from pipeline.adapters.clickhouse import ident, migrate
 from pipeline.adapters.kafka import QUICK_CLIENT, ensure_topics, group_lag, make_producer
 from pipeline.adapters.store import Store
@@ -36,9 +38,7 @@ from pipeline.domain.hours import HOUR_US
 from pipeline.domain.period import Period
 from pipeline.domain.usage import HourlyKey
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import plan, publish
 from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row, raw_row
-from pipeline.worker.supervise import start_worker, stop_worker
 
 SAMPLES_PER_NODE_MONTH = 20_000  # measured: 201 nodes gave 4.5M samples; this gives >= 5M
 
@@ -163,8 +163,8 @@ def naive_inserts(settings: Settings, config: Config, seconds: float) -> float:
     """One INSERT per sample (the raw row), no aggregation: samples/s over ``seconds``."""
     ex = executor(settings)
     fleet, jobs = plan(config, Period.parse("2026-10"), 2, 600, 1)
+    from devtools.sim.fleet import all_reports, report_events
     from pipeline.domain.events import decode_message
-    from pipeline.sim.fleet import all_reports, report_events
 
     now = datetime.now(UTC)
     n = 0

@@ -11,11 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.sim.fleet import all_reports, build_fleet, report_events, schedule_jobs
+from devtools.sim.truth import ground_truth, write_truth
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
-from pipeline.sim.fleet import all_reports, build_fleet, report_events, schedule_jobs
-from pipeline.sim.truth import ground_truth, write_truth
 
 BAD_EVENTS: list[tuple[str, Any]] = [  # (expected reason, how to corrupt a good event)
     ("malformed_json", None),

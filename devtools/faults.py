@@ -22,6 +22,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from devtools.sim.run import publish
+from devtools.sim.truth import read_truth
+from devtools.supervise import start_worker, stop_worker
+from devtools.verify import compare, expected_bills, stored_as_truth
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import end_offsets, group_lag, make_producer
 from pipeline.adapters.store import Store
@@ -29,10 +33,6 @@ from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import publish
-from pipeline.sim.truth import read_truth
-from pipeline.verify import compare, expected_bills, stored_as_truth
-from pipeline.worker.supervise import start_worker, stop_worker
 
 
 @dataclass

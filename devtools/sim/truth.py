@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline.sim.fleet import Job
+from devtools.sim.fleet import Job
 
 TruthKey = tuple[str, str, str, str, str, str, str, str]
 # (tenant_id, hour ISO, project_id, gpu_model, mig_profile, region, provider, cluster)

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from devtools.sim.truth import TruthKey
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.invoice import compose
 from pipeline.domain.period import Period
 from pipeline.domain.rating import UsageRow, rate_usage
 from pipeline.domain.usage import HourlyKey
-from pipeline.sim.truth import TruthKey
 
 
 @dataclass

@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from devtools.sim.run import publish
+from devtools.sim.truth import read_truth
+from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.verify import compare, stored_as_truth
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import end_offsets
 from pipeline.billing.reconcile import reconcile
@@ -16,10 +20,6 @@ from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.report import print_billing
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.sim.run import publish
-from pipeline.sim.truth import read_truth
-from pipeline.verify import compare, stored_as_truth
-from pipeline.worker.supervise import start_worker, stop_worker, wait_drained
 
 
 def run_demo(
