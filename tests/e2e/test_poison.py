@@ -24,12 +24,18 @@ from devtools.supervise import start_worker, stop_worker, wait_drained
 from pipeline import dlq
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import ensure_topics
+from pipeline.adapters.store import Store
+from pipeline.billing.trace import trace_line
+from pipeline.bootstrap import billing_run, ledger
+from pipeline.config import Config
+from pipeline.domain.period import Period
 from pipeline.settings import Settings
 from tests.services import drop_database, server_executor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
 
 START = datetime(2026, 10, 7, 9, 55, tzinfo=UTC)  # 5 min before 10:00 and 5 after
+BILLED_AT = datetime(2026, 11, 2, tzinfo=UTC)  # inside the draft grace: drafts, no Stripe
 
 
 def event(i: int, start: datetime = START, **data: Any) -> dict[str, Any]:
@@ -118,6 +124,27 @@ def test_poison_events_are_dead_lettered_and_the_partition_goes_on(settings: Set
         ("ev-7", 'Ünïcødé|"q"\\'),
         ("ev-8", ""),
     ]
+    # the names come back byte for byte through billing's lineage and `invoices trace`
+    st = Store(ex)
+    billing_run(settings, Config.load(settings.config_dir), st, clock=lambda: BILLED_AT).run(
+        Period.parse("2026-10")
+    )
+    lg = ledger(st)
+    (inv,) = lg.invoices("2026-10", "acme-ai")
+    traced: dict[str, set[str]] = {}
+    for line in lg.lines(inv.invoice_id, inv.revision):
+        if line["kind"] == "usage":
+            tr = trace_line(lg, st, f"{inv.invoice_id}/{line['line_key']}")
+            for r in tr.rows:
+                traced.setdefault(r["project_id"], set())
+            for e in tr.events:
+                traced.setdefault(e["project_id"], set()).add(e["event_id"])
+    assert traced == {
+        "": {"ev-2", "ev-6", "ev-8"},
+        'Ünïcødé|"q"\\': {"ev-7"},
+        "a|b": {"ev-1"},
+    }
+
     dead = sorted((d.source.rsplit("/", 1)[1], d.reason) for d in dlq.read_dead_letters(settings))
     assert dead == [
         ("2", "invalid_data"),
