@@ -13,6 +13,7 @@ in the same run on the same machine (ratios hold on a noisy machine; absolute nu
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -316,8 +317,18 @@ def memory_keys(settings: Settings, config: Config, keys: int, log: Path) -> tup
     return peak, int(n)
 
 
-def billing_month(settings: Settings, config: Config, tenants: int, root: Path) -> float:
-    """Bill a month for ``tenants`` tenants (hourly usage of several GPU models each)."""
+def billing_month(
+    settings: Settings,
+    config: Config,
+    tenants: int,
+    root: Path,
+    extra: dict[str, Any] | None = None,
+) -> float:
+    """Bill a month for ``tenants`` tenants (hourly usage of several GPU models each), each
+    invoice through its whole lifecycle; returns the seconds. Then bill the next month the same
+    way, with the first one closed (its invoices and chargebacks are history the second run
+    must not pay for again): ``billing_second_month_s`` and its ratio to the first go to
+    ``extra``."""
     cfg_dir = root / "bench-config"
     cfg_dir.mkdir(parents=True, exist_ok=True)
     for f in ("gpus.yaml", "partners.yaml", "rate_cards.yaml"):
@@ -325,41 +336,55 @@ def billing_month(settings: Settings, config: Config, tenants: int, root: Path) 
     lines = ["tenants:"]
     for i in range(tenants):
         kind = "internal" if i % 5 == 4 else "external"
-        extra = (
+        more = (
             f", cost_centre: bench/team{i}, rate_card: internal-transfer"
             if kind == "internal"
             else ", rate_card: on-demand-usd"
         )
         lines.append(
-            f"  - {{id: bench-t{i:04d}, name: Bench {i}, kind: {kind}, currency: USD{extra}}}"
+            f"  - {{id: bench-t{i:04d}, name: Bench {i}, kind: {kind}, currency: USD{more}}}"
         )
     (cfg_dir / "tenants.yaml").write_text("\n".join(lines) + "\n")
     bench_config = Config.load(cfg_dir)
     ex = executor(settings)
-    period = Period.parse("2026-10")
     rng = random.Random(1)
     now = datetime.now(UTC)
-    rows = []
-    h0 = int(period.start.timestamp())
     models = [("H100", ""), ("A100", "3g.40gb"), ("L40S", "")]
-    for i in range(tenants):
-        for h in range(0, 744, 1):
-            model, mig = models[(i + h) % 3]
-            key = HourlyKey(
-                f"bench-t{i:04d}", h0 + h * 3600, "p", model, mig, "eu-west-1", "own-dc", "c1"
-            )
-            rows.append(hourly_row(key, Agg(rng.randrange(1, 8) * HOUR_US, 0, 1, 1), now))
-        if len(rows) > 200_000:
-            ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
-            rows = []
-    ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
-    run = billing_run(settings, bench_config, Store(ex), out_root=root / "bill-out")
-    t0 = time.monotonic()
-    report = run.run(period)
-    elapsed = time.monotonic() - t0
-    assert len(report.results) == tenants
+    seconds = []
+    for period in (Period.parse("2026-10"), Period.parse("2026-11")):
+        rows = []
+        h0 = int(period.start.timestamp())
+        hours = int((period.end - period.start).total_seconds()) // 3600
+        for i in range(tenants):
+            for h in range(hours):
+                model, mig = models[(i + h) % 3]
+                key = HourlyKey(
+                    f"bench-t{i:04d}", h0 + h * 3600, "p", model, mig, "eu-west-1", "own-dc", "c1"
+                )
+                rows.append(hourly_row(key, Agg(rng.randrange(1, 8) * HOUR_US, 0, 1, 1), now))
+            if len(rows) > 200_000:
+                ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
+                rows = []
+        ex.insert("usage_hourly", HOURLY_COLUMNS, rows)
+        closes = period.end + timedelta(hours=settings.draft_grace_h)  # finalized and closed
+        clock: Callable[[], datetime] = functools.partial(lambda at: at, closes)
+        run = billing_run(
+            settings,
+            bench_config,
+            Store(ex),
+            out_root=root / "bill-out",
+            clock=clock,
+        )
+        t0 = time.monotonic()
+        report = run.run(period)
+        seconds.append(time.monotonic() - t0)
+        assert len(report.results) == tenants
+        assert {r.status for r in report.results} == {"finalized", "charged_back"}, report.failed
     ex.close()
-    return elapsed
+    if extra is not None:
+        extra["billing_second_month_s"] = round(seconds[1], 2)
+        extra["billing_second_month_ratio"] = round(seconds[1] / seconds[0], 2)
+    return seconds[0]
 
 
 def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) -> BenchResult:
@@ -432,7 +457,7 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     bill_s = base.isolated(f"bench_{name}b", root / (name + "b"))
     migrate(executor(bill_s))
     res.billing_tenants = max(10, int(1000 * min(1.0, scale * 5)))
-    res.billing_s = billing_month(bill_s, config, res.billing_tenants, root / name)
+    res.billing_s = billing_month(bill_s, config, res.billing_tenants, root / name, res.extra)
     return res
 
 

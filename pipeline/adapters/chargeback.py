@@ -132,6 +132,29 @@ class ChargebackLedger:
                 out[key].append(e)
         return {k: sorted(v, key=lambda e: e["line_key"]) for k, v in out.items()}
 
+    def charging(
+        self, tenant_ids: Iterable[str], periods: Iterable[str], heads: Iterable[ChargebackHead]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """(tenant, period charged in) -> the entries of the given revisions that charge one of
+        ``periods`` for one of the tenants: a period's own entries and the adjustments for it
+        in other periods."""
+        wanted = {(h.tenant_id, h.period): h.revision for h in heads}
+        tenants, ps = tuple(tenant_ids), tuple(periods)
+        if not wanted or not tenants or not ps:
+            return {}
+        rows = self.ex.execute(
+            f"SELECT {', '.join(ENTRY_COLS)} FROM chargeback_lines FINAL "
+            "WHERE tenant_id IN %(t)s AND (period IN %(p)s OR period_ref IN %(p)s)",
+            {"t": tenants, "p": ps},
+        )
+        out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            e = dict(zip(ENTRY_COLS, r, strict=True))
+            key = (e["tenant_id"], e["period"])
+            if wanted.get(key) == e["revision"]:
+                out[key].append(e)
+        return {k: sorted(v, key=lambda e: e["line_key"]) for k, v in out.items()}
+
     def journal(self, period: str) -> list[dict[str, Any]]:
         """A period's entries as they stand (every tenant's latest revision), in journal
         order: cost centre, tenant, line key."""

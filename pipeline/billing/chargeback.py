@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.chargeback import ChargebackHead, ChargebackLedger
+from pipeline.adapters.marks import RatingMarks
 from pipeline.adapters.store import Store
 from pipeline.billing.documents import fraction_text
 from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.fingerprint import EMPTY, RatingMark, usage_fingerprint
 from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
 from pipeline.domain.period import Period
@@ -86,9 +88,13 @@ class Known:
     period: str
     closed: bool  # this period is closed already
     heads: dict[str, ChargebackHead]  # tenant -> its latest revision of this period
-    closed_before: list[str]  # closed periods before this one, oldest first
-    # (tenant, period) -> entries of the latest revision, for every closed period
+    # tenant -> its closed periods before this one whose usage changed since they were last
+    # rated (the only ones rated again), oldest first
+    stale: dict[str, list[str]]
+    # (tenant, period charged in) -> entries of closed revisions that charge this period or a
+    # stale one (their own entries and adjustments for them)
     entries: dict[tuple[str, str], list[dict[str, Any]]]
+    marks: dict[tuple[str, str], RatingMark]
     usage: dict[str, dict[str, list[UsageRow]]] = field(default_factory=dict)  # by period
 
 
@@ -151,31 +157,46 @@ class Chargebacks:
         self.out_root = out_root
         self.clock = clock
         self.grace = grace
+        self.marks = RatingMarks(ledger.ex)
         self._heads: list[dict[str, Any]] = []
         self._entries: list[dict[str, Any]] = []
+        self._settled: list[RatingMark] = []  # found settled: written by :meth:`finish`
+        self._closing: list[RatingMark] = []  # settled if this run closes the period
 
     def prefetch(self, period: Period) -> Known:
+        """One read of the journal for the run: the period's revisions and, among the closed
+        periods before it, those whose usage changed since they were last rated (a usage
+        fingerprint per tenant and period against its mark) with what was charged for them."""
         p = str(period)
         closed = self.ledger.closed()
         before = sorted(c for c in closed if c < p)
-        closed_heads = self.ledger.heads(periods=sorted(closed)) if closed else {}
+        heads = self.ledger.heads(periods=sorted(closed | {p}))
+        marks = self.marks.marks()
+        stale: dict[str, list[str]] = {}
+        if before:
+            prints = self.marks.fingerprints(Period.parse(before[0]), period)
+            candidates = {k for k in (*prints, *heads, *marks) if k[1] in before}
+            for t, q in sorted(candidates, key=lambda k: (k[1], k[0])):
+                mark = marks.get((t, q))
+                if mark is None or not mark.current(prints.get((t, q), EMPTY)):
+                    stale.setdefault(t, []).append(q)
+        closed_heads = [h for (_, q), h in heads.items() if q in closed]
+        charged = {q for qs in stale.values() for q in qs} | ({p} if p in closed else set())
+        tenants = set(stale) | ({t for t, q in heads if q == p} if p in closed else set())
         return Known(
             p,
             p in closed,
-            {t: h for (t, q), h in self.ledger.heads(periods=[p]).items() if q == p},
-            before,
-            self.ledger.entries(closed_heads.values()),
+            {t: h for (t, q), h in heads.items() if q == p},
+            stale,
+            self.ledger.charging(sorted(tenants), sorted(charged), closed_heads),
+            marks,
         )
 
     def tenants(self, known: Known) -> set[str]:
         """Tenants this run may have something to charge for besides those with usage in
-        its period: a revision of the period, entries or usage in closed periods (the
+        its period: a revision of the period, or a closed period whose usage changed (the
         billing run keeps the internal ones)."""
-        out = set(known.heads) | {t for t, _ in known.entries}
-        if not known.closed:
-            for closed in known.closed_before:
-                out |= set(self._usage(closed, known))
-        return out
+        return set(known.heads) | (set() if known.closed else set(known.stale))
 
     # -- one tenant ------------------------------------------------------------------------
     def charge(
@@ -187,7 +208,12 @@ class Chargebacks:
         if known.closed:
             return self._closed(tenant, rows, known)
         own = self._rate(tenant, rows)
-        lines = own + self._adjustments(tenant, known)
+        adjustments, settles = self._adjustments(tenant, known)
+        lines = own + adjustments
+        self._closing += [
+            RatingMark(tenant.id, known.period, usage_fingerprint(rows), known.period)
+        ]
+        self._closing += settles
         head = known.heads.get(tenant.id)
         if not lines and head is None:
             return None
@@ -257,17 +283,25 @@ class Chargebacks:
                 )
         return billed
 
-    def _adjustments(self, tenant: Tenant, known: Known) -> list[Line]:
-        """Late usage of the tenant's closed periods, as entries for this one."""
+    def _adjustments(self, tenant: Tenant, known: Known) -> tuple[list[Line], list[RatingMark]]:
+        """Late usage of the tenant's closed periods whose usage changed since they were last
+        rated, as entries for this one, and the marks those entries settle once this period
+        closes (a period rated again to no difference is settled at once)."""
         currency = self.config.card_for(tenant.id).currency
         out: list[Line] = []
-        for closed in known.closed_before:
+        settles: list[RatingMark] = []
+        for closed in known.stale.get(tenant.id, []):
             rows = self._usage(closed, known).get(tenant.id, [])
             billed = self._billed(tenant.id, closed, known, excluding=known.period)
-            if rows or billed:
-                now = self._rate(tenant, rows)
-                out += adjustment_lines(closed, now, billed, currency, CLOSED_AS)
-        return out
+            lines = adjustment_lines(closed, self._rate(tenant, rows), billed, currency, CLOSED_AS)
+            mark = RatingMark(tenant.id, closed, usage_fingerprint(rows), known.period)
+            if lines:
+                settles.append(mark)
+            else:
+                was = known.marks.get((tenant.id, closed))
+                self._settled.append(replace(mark, settled_in=was.settled_in if was else closed))
+            out += lines
+        return out, settles
 
     def _closed(
         self, tenant: Tenant, rows: list[UsageRow], known: Known
@@ -277,14 +311,27 @@ class Chargebacks:
         if head is None and not rows:
             return None
         own = known.entries.get((tenant.id, known.period), [])
-        now = self._rate(tenant, rows)
-        same = {e["line_key"]: int(e["amount_minor"]) for e in own if e["kind"] == "usage"} == {
-            ln.line_key: ln.amount_minor for ln in now
-        }
         currency = self.config.card_for(tenant.id).currency
-        billed = self._billed(tenant.id, known.period, known)
-        pending = adjustment_lines(known.period, now, billed, currency)
-        status = "unchanged" if same else "changed_after_close" if pending else "adjusted"
+        fingerprint = usage_fingerprint(rows)
+        mark = known.marks.get((tenant.id, known.period))
+        if mark is not None and mark.current(fingerprint):
+            status = "unchanged" if mark.settled_in == known.period else "adjusted"
+        else:
+            now = self._rate(tenant, rows)
+            billed = self._billed(tenant.id, known.period, known)
+            carried = sorted(
+                q
+                for (t, q), es in known.entries.items()
+                if t == tenant.id and q != known.period
+                for e in es
+                if LineKey.parse(e["line_key"]).adjusts == known.period
+            )
+            if adjustment_lines(known.period, now, billed, currency):
+                status = "changed_after_close"
+            else:
+                status = "adjusted" if carried else "unchanged"
+                settled_in = carried[-1] if carried else known.period
+                self._settled.append(RatingMark(tenant.id, known.period, fingerprint, settled_in))
         return ChargebackResult(
             tenant.id,
             currency,
@@ -299,10 +346,13 @@ class Chargebacks:
         while a tenant of it ``failed`` to be rated: it is charged in its own period once its
         rate card is fixed), and write its journal files (only missing ones once closed)."""
         self.ledger.save(self._heads, self._entries)
-        self._heads, self._entries = [], []
         now = self.clock()
+        settled = self._settled
         if not known.closed and not failed and now >= period.end + self.grace:
             self.ledger.close(known.period, now, len(self.ledger.heads(periods=[known.period])))
+            settled = settled + self._closing  # after the close they describe
+        self.marks.save(settled, now)
+        self._heads, self._entries, self._settled, self._closing = [], [], [], []
         folder = self.out_root / known.period / "chargeback"
         write_journal(folder, self.ledger.journal(known.period), overwrite=not known.closed)
 

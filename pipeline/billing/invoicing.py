@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.ledger import InvoiceView, Ledger, current_of, sync_key
+from pipeline.adapters.marks import RatingMarks
 from pipeline.adapters.store import Store
 from pipeline.adapters.stripe_gateway import StripeGateway, StripeSyncError
 from pipeline.billing.documents import (
@@ -46,11 +47,13 @@ from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
 from pipeline.domain.documents import InvoiceDocument
 from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.fingerprint import EMPTY, RatingMark, usage_fingerprint
 from pipeline.domain.invoice import Composition, compose
 from pipeline.domain.lifecycle import StatusEvent, allowed
+from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import to_minor
 from pipeline.domain.period import Period
-from pipeline.domain.rating import Line, UsageRow, idempotency_key, rate_usage
+from pipeline.domain.rating import Line, UsageRow, idempotency_key, rate_usage, usage_hours
 from pipeline.domain.reference import Tenant
 
 
@@ -82,6 +85,8 @@ class Due:
     tenant: Tenant
     view: InvoiceView
     comp: Composition
+    # what its finalization settles: its own period, and the closed periods it adjusts
+    settles: tuple[RatingMark, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,16 @@ class Known:
 
     views: dict[str, list[InvoiceView]]  # tenant -> its invoices of the period, oldest first
     closed: dict[str, list[InvoiceView]]  # tenant -> finalized invoices of earlier periods
+    # (tenant, period) -> the fingerprint of its usage now, for the periods of ``closed``
+    fingerprints: dict[tuple[str, str], str] = field(default_factory=dict)
+    marks: dict[tuple[str, str], RatingMark] = field(default_factory=dict)  # what was rated
 
     def current(self, tenant_id: str) -> InvoiceView | None:
         return current_of(self.views.get(tenant_id, []))
+
+
+def _usage_lines_hours(comp: Composition) -> Fraction:
+    return sum((ln.quantity for ln in comp.lines if ln.kind == "usage"), Fraction(0))
 
 
 def content_hash(lines: list[Line]) -> str:
@@ -163,59 +175,87 @@ class Invoicer:
         self.grace = grace
         self.documents: list[tuple[Path, InvoiceDocument]] = []
         self.drafts: list[tuple[Revision, tuple[InvoiceView, StatusEvent]]] = []
+        self.marks = RatingMarks(ledger.ex)
+        self.settled: list[RatingMark] = []  # found settled by this run, written with the drafts
 
     # -- composition -----------------------------------------------------------------------
     def prefetch(self, period: Period, tenant_id: str | None = None) -> Known:
         views: dict[str, list[InvoiceView]] = {}
         for v in self.ledger.invoices(str(period), tenant_id):
             views.setdefault(v.tenant_id, []).append(v)
-        return Known(views, self.ledger.closed_before(str(period), tenant_id))
+        closed = self.ledger.closed_before(str(period), tenant_id)
+        tenants = None if tenant_id is None else [tenant_id]
+        periods = {v.period for vs in closed.values() for v in vs}
+        fingerprints = (
+            self.marks.fingerprints(Period.parse(min(periods)), period, tenants) if periods else {}
+        )
+        return Known(views, closed, fingerprints, self.marks.marks(tenants))
 
     def compose_for(
         self, tenant: Tenant, period: Period, rows: list[UsageRow], known: Known
-    ) -> Composition:
+    ) -> tuple[Composition, list[RatingMark]]:
+        """The period's composition, and the closed periods its adjustment lines settle."""
         contract = self.config.contract(tenant.id)
         card = self.config.card_for(tenant.id)
         rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
-        adjustments, drawn = self._adjustments(tenant, known.closed.get(tenant.id, []), str(period))
+        adjustments, drawn, settles = self._adjustments(tenant, known, str(period))
         used: dict[str, Decimal] = {}
         if contract.credits:
             used = self._merge(
                 self.ledger.credits_used(tenant.id, before_period=str(period)), drawn
             )
-        return compose(period, rated, contract, card.currency, adjustments, used)
+        return compose(period, rated, contract, card.currency, adjustments, used), settles
 
     def _adjustments(
-        self, tenant: Tenant, closed_invoices: list[InvoiceView], period: str
-    ) -> tuple[list[Line], dict[str, Decimal]]:
+        self, tenant: Tenant, known: Known, period: str
+    ) -> tuple[list[Line], dict[str, Decimal], list[RatingMark]]:
         """Late usage of the tenant's already-invoiced earlier periods, as lines for this one,
-        and the prepaid credit those lines draw (so this period cannot draw it again).
+        the prepaid credit those lines draw (so this period cannot draw it again), and the
+        periods those lines settle.
 
-        A closed period is composed again with the credit balances left by every other
-        invoice (earlier and later ones: a credit is never drawn past its balance)."""
+        Only a closed period whose usage changed since it was last rated (its fingerprint
+        differs from its mark) is composed again, so a run's cost does not grow with the
+        tenant's history. It is composed with the credit balances left by every other invoice
+        (earlier and later ones: a credit is never drawn past its balance). One whose new
+        composition equals what was charged for it is settled at once."""
         card = self.config.card_for(tenant.id)
         out: list[Line] = []
         drawn: dict[str, Decimal] = {}
-        for closed in closed_invoices:
-            now = self._recompose(tenant, closed, drawn)
+        settles: list[RatingMark] = []
+        for closed in known.closed.get(tenant.id, []):
+            mark = known.marks.get((tenant.id, closed.period))
+            if mark is not None and mark.current(
+                known.fingerprints.get((tenant.id, closed.period), EMPTY)
+            ):
+                continue
+            rows = self.store.hourly_rows(Period.parse(closed.period), tenant.id).get(tenant.id, [])
+            now = self._recompose(tenant, closed, drawn, rows)
             billed = self._billed(tenant, closed.period, excluding_period=period)
             lines = adjustment_lines(closed.period, now, billed, card.currency)
+            fingerprint = usage_fingerprint(rows)
+            if lines:
+                settles.append(RatingMark(tenant.id, closed.period, fingerprint, period))
+            else:
+                was = mark.settled_in if mark is not None else closed.period
+                self.settled.append(RatingMark(tenant.id, closed.period, fingerprint, was))
             for adj in lines:
-                key = adj.line_key.split("/", 2)[2]
-                if key.startswith("credit/"):
-                    credit_id = key.split("/", 1)[1]
+                credit_id = LineKey.parse(adj.line_key).credit_id
+                if credit_id is not None:
                     drawn[credit_id] = drawn.get(credit_id, Decimal(0)) - adj.amount
             out += lines
-        return out, drawn
+        return out, drawn, settles
 
     def _recompose(
-        self, tenant: Tenant, closed: InvoiceView, drawn: dict[str, Decimal]
+        self,
+        tenant: Tenant,
+        closed: InvoiceView,
+        drawn: dict[str, Decimal],
+        rows: list[UsageRow],
     ) -> list[Line]:
-        """A closed period's lines as they would be with all usage known today."""
+        """A closed period's lines as they would be with all usage known today (``rows``)."""
         contract = self.config.contract(tenant.id)
         card = self.config.card_for(tenant.id)
         original = Period.parse(closed.period)
-        rows = self.store.hourly_rows(original, tenant.id).get(tenant.id, [])
         rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
         used: dict[str, Decimal] = {}
         if contract.credits:
@@ -230,7 +270,7 @@ class Invoicer:
         """Line key -> what has been charged for it so far for ``period``."""
         billed: dict[str, Billed] = {}
         for ln in self.ledger.billed_lines(tenant.id, period, excluding_period):
-            key = ln["line_key"].split("/", 2)[2] if ln["kind"] == "adjustment" else ln["line_key"]
+            key = LineKey.parse(ln["line_key"]).base
             was = billed.get(key, Billed(0, 0, Fraction(0)))
             billed[key] = Billed(
                 was.amount_minor + int(ln["amount_minor"]),
@@ -265,16 +305,9 @@ class Invoicer:
         current = known.current(tenant.id)
         currency = self.config.card_for(tenant.id).currency
         if current is not None and current.charged:
-            comp = self.compose_for(tenant, period, rows, known)
-            if content_hash(comp.lines) == current.content_hash:
-                self._ensure_document(current)
-                return self._outcome(current, comp, "unchanged"), None
-            # usage arrived after finalization: carried on a later invoice already, or pending
-            now = self._recompose(tenant, current, {})
-            billed = self._billed(tenant, p, excluding_period="")
-            pending = adjustment_lines(p, now, billed, currency)
-            status = "changed_after_final" if pending else "adjusted"
-            return self._outcome(current, comp, status), None
+            self._ensure_document(current)
+            hours = usage_hours(rows, self.config.reference.catalog)
+            return self._outcome(current, hours, self._standing(tenant, current, rows, known)), None
         if current is None:
             invoice_id = f"GM-{p}-{tenant.id}"
         elif current.status == "void":
@@ -282,7 +315,7 @@ class Invoicer:
             invoice_id = f"GM-{p}-{tenant.id}-R{n}"
         else:
             invoice_id = current.invoice_id
-        comp = self.compose_for(tenant, period, rows, known)
+        comp, settles = self.compose_for(tenant, period, rows, known)
         contract = self.config.contract(tenant.id)
         if not comp.lines and not contract.zero_invoice:
             empty = TenantResult(
@@ -291,9 +324,34 @@ class Invoicer:
             return empty, None
         draft = current if current is not None and current.invoice_id == invoice_id else None
         view = self._save_draft(tenant, period, invoice_id, comp, draft, rows)
+        hours = _usage_lines_hours(comp)
         if self.clock() < period.end + self.grace:
-            return self._outcome(view, comp, "draft"), None
-        return self._outcome(view, comp, "finalizing"), Due(tenant, view, comp)
+            return self._outcome(view, hours, "draft"), None
+        own = RatingMark(tenant.id, p, usage_fingerprint(rows), p)
+        return self._outcome(view, hours, "finalizing"), Due(tenant, view, comp, (own, *settles))
+
+    def _standing(
+        self, tenant: Tenant, current: InvoiceView, rows: list[UsageRow], known: Known
+    ) -> str:
+        """Where a finalized invoice's period stands (see the module doc), rating it again
+        only when its usage changed since it was last rated."""
+        p = current.period
+        fingerprint = usage_fingerprint(rows)
+        mark = known.marks.get((tenant.id, p))
+        if mark is not None and mark.current(fingerprint):
+            return "unchanged" if mark.settled_in == p else "adjusted"
+        # usage arrived after finalization: carried on a later invoice already, or pending
+        now = self._recompose(tenant, current, {}, rows)
+        billed = self._billed(tenant, p, excluding_period="")
+        if adjustment_lines(p, now, billed, current.currency):
+            return "changed_after_final"
+        carried = [
+            ln["period"]
+            for ln in self.ledger.billed_lines(tenant.id, p, "")
+            if ln["kind"] == "adjustment"
+        ]
+        self.settled.append(RatingMark(tenant.id, p, fingerprint, max(carried, default=p)))
+        return "adjusted" if carried else "unchanged"
 
     def finalize_all(self, due: list[Due], threads: int = 1) -> list[TenantResult]:
         """Step 3 for many invoices: the Stripe requests of different invoices run in
@@ -334,6 +392,7 @@ class Invoicer:
         }
         self.store.save_stripe_customers(new_customers)
         results, events = [], []
+        settled: list[RatingMark] = []
         now = self.clock()
 
         for d, s in zip(due, synced, strict=True):
@@ -351,7 +410,7 @@ class Invoicer:
                         "message": str(s.error),
                     }
                 )
-                out = self._outcome(d.view, d.comp, "failed")
+                out = self._outcome(d.view, _usage_lines_hours(d.comp), "failed")
                 out.error = f"{s.error.code}: {s.error}"
                 results.append(out)
                 continue
@@ -374,12 +433,13 @@ class Invoicer:
                 d.comp,
             )
             self._queue_document(final, rows)
-            results.append(self._outcome(final, d.comp, "finalized"))
+            results.append(self._outcome(final, _usage_lines_hours(d.comp), "finalized"))
+            settled += d.settles
         self.ledger.append_events(events)
+        self.marks.save(settled, now)  # after the documents they describe are final
         return results
 
-    def _outcome(self, view: InvoiceView, comp: Composition, status: str) -> TenantResult:
-        qty = sum((ln.quantity for ln in comp.lines if ln.kind == "usage"), Fraction(0))
+    def _outcome(self, view: InvoiceView, qty: Fraction, status: str) -> TenantResult:
         folder = self.out_root / view.period / "invoices"
         return TenantResult(
             view.tenant_id,
@@ -457,6 +517,8 @@ class Invoicer:
         self.ledger.save_revisions([rev for rev, _ in self.drafts])
         self.ledger.append_events([ev for _, ev in self.drafts])
         self.drafts.clear()
+        self.marks.save(self.settled, self.clock())
+        self.settled.clear()
 
     def _line_rows(
         self,
@@ -603,7 +665,14 @@ class Invoicer:
                 "created_at": now,
             }
         )
-        doc = build_document(self.config, view, self.ledger.lines(invoice_id, view.revision))
+        lines = self.ledger.lines(invoice_id, view.revision)
+        # what this invoice charged for its period and for the periods it adjusts no longer
+        # stands: they are rated again by the next run (written before the void event)
+        periods = {view.period} | {ln["period_ref"] for ln in lines if ln["kind"] == "adjustment"}
+        self.marks.save(
+            [RatingMark(view.tenant_id, period, "", "") for period in sorted(periods)], now
+        )
+        doc = build_document(self.config, view, lines)
         folder = self.out_root / view.period / "invoices"
         write_document(folder, doc.model_copy(update={"status": "void"}))
         write_document(folder, credit_note(doc, note_id, now, reason))

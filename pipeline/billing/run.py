@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 from rich.progress import Progress
@@ -34,17 +33,8 @@ from pipeline.billing.invoicing import Due, Invoicer, Known, TenantResult
 from pipeline.config import Config
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.period import Period
-from pipeline.domain.rating import UsageRow, gpu_hours
-from pipeline.domain.reference import GpuCatalog, Tenant
-from pipeline.domain.usage import HourlyKey
-
-
-def _fraction(catalog: GpuCatalog, key: HourlyKey) -> Fraction:
-    """A row's share of a GPU; 1 for a model or profile the catalogue lacks."""
-    try:
-        return catalog.fraction(key.gpu_model, key.mig_profile)
-    except KeyError:
-        return Fraction(1)
+from pipeline.domain.rating import UsageRow, usage_hours
+from pipeline.domain.reference import Tenant
 
 
 @dataclass
@@ -127,15 +117,11 @@ class BillingRun:
                 "message": exc.message,
             }
         )
-        catalog = self.config.reference.catalog
         return TenantResult(
             tenant.id,
             tenant.kind,
             self.config.card_for(tenant.id).currency,
-            sum(
-                (gpu_hours(r.usage_us, _fraction(catalog, r.key)) for r in rows),
-                Fraction(0),
-            ),
+            usage_hours(rows, self.config.reference.catalog),
             Decimal(0),
             "failed",
             invoice_id=invoice_id,

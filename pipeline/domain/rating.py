@@ -278,6 +278,18 @@ def gpu_hours(usage_us: int, fraction: Fraction) -> Fraction:
     return Fraction(usage_us, HOUR_US) * fraction
 
 
+def usage_hours(rows: Iterable[UsageRow], catalog: GpuCatalog) -> Fraction:
+    """Full-GPU-hours of ``rows`` (a model or MIG profile the catalogue lacks counts whole)."""
+    total = Fraction(0)
+    for r in rows:
+        try:
+            fraction = catalog.fraction(r.key.gpu_model, r.key.mig_profile)
+        except KeyError:
+            fraction = Fraction(1)
+        total += gpu_hours(r.usage_us, fraction)
+    return total
+
+
 @dataclass(frozen=True)
 class RatedUsage:
     """Usage lines plus the exact amount charged in each hour (what prepaid credits, which

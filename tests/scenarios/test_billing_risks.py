@@ -7,7 +7,22 @@ from decimal import Decimal
 
 import pytest
 
-from tests.scenarios.world import OCT, OCT_FINAL, H, World, at, external, gm, per_unit_card, result
+from pipeline.domain.period import Period
+from tests.scenarios.world import (
+    DEC,
+    DEC_FINAL,
+    NOV,
+    NOV_FINAL,
+    OCT,
+    OCT_FINAL,
+    H,
+    World,
+    at,
+    external,
+    gm,
+    per_unit_card,
+    result,
+)
 
 pytestmark = [pytest.mark.chdb]
 
@@ -112,3 +127,87 @@ def test_usage_without_a_price_fails_its_tenant_alone(world: World) -> None:
     assert by["fine"].unexplained == 0
     assert by["gap"].status == "no_price" and "A100" in by["gap"].error
     assert not rec.clean
+
+
+# -- a closed period is rated again only when its usage changed -------------------------------
+
+
+class Counter:
+    """Counts the calls of one method of one object (the call still happens)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        original = getattr(obj, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls.append(args)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, counted)
+
+
+def test_closed_periods_are_rated_again_only_when_their_usage_changed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.configure(
+        [
+            external("ext", "list-usd"),
+            {
+                "id": "team",
+                "name": "Team",
+                "kind": "internal",
+                "currency": "USD",
+                "rate_card": "list-usd",
+                "cost_centre": "rnd/t",
+            },
+        ],
+        [per_unit_card()],
+    )
+    months = [(OCT, OCT_FINAL, 10), (NOV, NOV_FINAL, 11), (DEC, DEC_FINAL, 12)]
+    for period, final, month in months[:2]:
+        for tenant in ("ext", "team"):
+            world.spread(tenant, at(month, 3), 5, 5 * H)
+        world.bill(period, final)
+    run = world.billing
+    recomposed = Counter(monkeypatch, run.invoicer, "_recompose")
+    read = Counter(monkeypatch, world.store, "hourly_rows")
+
+    # December: October and November are closed and nothing changed for them
+    for tenant in ("ext", "team"):
+        world.spread(tenant, at(12, 3), 5, 5 * H)
+    report = world.bill(DEC, DEC_FINAL)
+    assert {r.status for r in report.results} == {"finalized", "charged_back"}
+    assert recomposed.calls == []
+    assert [c[0] for c in read.calls] == [DEC]  # December's usage only, once
+
+    # late usage for October: only October is rated again, once per tenant
+    world.usage("ext", at(10, 3, 1), 3 * H, version=2)  # +2 h = +4.00
+    world.usage("team", at(10, 3, 1), 3 * H, version=2)
+    read.calls.clear()
+    jan = Period.parse("2027-01")
+    report = world.bill(jan, at(2, 4, year=2027))
+    assert [(c[1].invoice_id) for c in recomposed.calls] == [gm(OCT, "ext")]
+    assert sorted(str(c[0]) for c in read.calls) == ["2026-10", "2026-10", "2027-01"]
+    ext = world.amounts(gm(jan, "ext"))
+    assert ext == {"adj/2026-10/H100/full": ("adjustment", Decimal("4.00"))}
+    team = {e["line_key"]: e["amount_minor"] for e in world.chargebacks("2027-01")}
+    assert team == {"adj/2026-10/H100/full": 400}
+
+    # and once carried, October is not rated again
+    recomposed.calls.clear()
+    read.calls.clear()
+    feb = Period.parse("2027-02")
+    world.bill(feb, at(3, 4, year=2027))
+    assert recomposed.calls == []
+    assert [str(c[0]) for c in read.calls] == ["2027-02"]
+    # reruns of the closed months say where they stand without rating them either
+    statuses = {(r.tenant_id, str(p)): r.status for p in (OCT, NOV) for r in world.bill(p).results}
+    assert statuses == {
+        ("ext", "2026-10"): "adjusted",
+        ("team", "2026-10"): "adjusted",
+        ("ext", "2026-11"): "unchanged",
+        ("team", "2026-11"): "unchanged",
+    }
+    assert recomposed.calls == []
+    for period in (OCT, NOV, DEC, jan):
+        assert world.reconcile(period).clean

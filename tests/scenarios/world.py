@@ -189,6 +189,12 @@ class World:
         created = self.fake.created
         return len(created("customer")), len(created("invoice")), len(created("invoiceitem"))
 
+    def chargebacks(self, period: str) -> list[dict[str, Any]]:
+        """The chargeback entries of a period as they stand (every tenant's latest revision)."""
+        from pipeline.adapters.chargeback import ChargebackLedger
+
+        return ChargebackLedger(self.ex).journal(period)
+
     def reconcile(self, period: Period) -> Reconciliation:
         assert self.config is not None
         return reconcile(self.config, self.store, self.ledger, period)
