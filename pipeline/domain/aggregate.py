@@ -55,6 +55,7 @@ class FoldResult:
     duplicates: int = 0
     replayed_contributions: int = 0
     dirty: dict[HourlyKey, Agg] = field(default_factory=dict)
+    new_keys: list[HourlyKey] = field(default_factory=list)  # keys in the order first loaded
 
 
 def fold(
@@ -99,6 +100,7 @@ def fold(
             if agg is None:
                 agg = load(k)
                 res.dirty[k] = agg
+                res.new_keys.append(k)
             if version <= agg.version:
                 res.replayed_contributions += 1
                 continue

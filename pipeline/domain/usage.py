@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +48,16 @@ class HourlyKey:
 
     def values(self) -> tuple[Any, ...]:
         """The field values in :data:`KEY_COLUMNS` order (hour as epoch seconds)."""
-        return astuple(self)
+        return (
+            self.tenant_id,
+            self.hour_s,
+            self.project_id,
+            self.gpu_model,
+            self.mig_profile,
+            self.region,
+            self.provider,
+            self.cluster,
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> HourlyKey:

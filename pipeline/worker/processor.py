@@ -139,8 +139,7 @@ class BatchProcessor:
                 continue
             # 2. fold into the tables (dedupe memory + hourly aggregates with versions)
             self.tables.bind(msg)
-            before = set(res.dirty)
-            n_acc = len(res.accepted)
+            n_new, n_acc = len(res.new_keys), len(res.accepted)
             fold(
                 [(r.sample, msg.offset, r.index) for r in ready],
                 self.tables.seen,
@@ -153,7 +152,7 @@ class BatchProcessor:
             heads = {id(r.sample): r.head for r in ready}
             for s, late in zip(res.accepted[n_acc:], res.late[n_acc:], strict=True):
                 raw_rows.append((*heads[id(s)], int(late)))
-            for k in res.dirty.keys() - before:
+            for k in res.new_keys[n_new:]:
                 key_owner[k] = msg
         self.tables.flush()  # the dedupe memory's changed buckets, once each
         for k, agg in res.dirty.items():

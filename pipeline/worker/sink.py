@@ -92,37 +92,40 @@ def _datetime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _text(value: str) -> str:
-    value.encode("utf-8")  # what the driver does to a String; raises for a lone surrogate
-    return value
+def _utf8(*values: str) -> None:
+    """What the driver does to a String, once for all of a row's strings: raises for a lone
+    surrogate (which validated events cannot hold; this guards every other caller)."""
+    "".join(values).encode("utf-8")
 
 
 def key_columns(k: HourlyKey) -> tuple[Any, ...]:
     """The ``usage_hourly`` key columns (:data:`KEY_COLUMNS`) of ``k``, checked."""
-    return (
-        _text(k.tenant_id),
-        _datetime(k.hour_s),
-        *(_text(v) for v in k.values()[2:]),
-    )
+    values = k.values()
+    _utf8(values[0], *values[2:])
+    return (values[0], _datetime(k.hour_s), *values[2:])
 
 
 def raw_head(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple[Any, ...]:
     """A ``usage_raw`` row (:data:`RAW_COLUMNS`) without its last column, ``late``, which the
     fold decides: built (and so checked) before the sample is folded."""
+    _utf8(
+        s.tenant_id, s.source, s.id, s.project_id, s.job_id, s.cluster, s.region,
+        s.provider, s.node, s.gpu_uuid, s.gpu_model, s.mig_profile,
+    )  # fmt: skip
     return (
-        _text(s.tenant_id),
-        _text(s.source),
-        _text(s.id),
+        s.tenant_id,
+        s.source,
+        s.id,
         _datetime((s.start_us - s.start_us % HOUR_US) // US_PER_SECOND),
-        _text(s.project_id),
-        _text(s.job_id),
-        _text(s.cluster),
-        _text(s.region),
-        _text(s.provider),
-        _text(s.node),
-        _text(s.gpu_uuid),
-        _text(s.gpu_model),
-        _text(s.mig_profile),
+        s.project_id,
+        s.job_id,
+        s.cluster,
+        s.region,
+        s.provider,
+        s.node,
+        s.gpu_uuid,
+        s.gpu_model,
+        s.mig_profile,
         s.gpu_count,
         s.start_us,
         s.end_us,
