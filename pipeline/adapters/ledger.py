@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.adapters.clickhouse import Executor
-from pipeline.domain.lifecycle import StatusEvent, current_status
+from pipeline.domain.lifecycle import StatusEvent, current_of, current_status
 from pipeline.domain.money import from_minor
 from pipeline.domain.usage import HourlyKey
 
@@ -117,14 +117,6 @@ def source_key(tenant_id: str, row: dict[str, Any]) -> HourlyKey:
         row["provider"],
         row["cluster"],
     )
-
-
-def current_of(views: list[InvoiceView]) -> InvoiceView | None:
-    """A tenant's invoice for a period, from its invoices of that period oldest first: the
-    newest that is not void (a reissue), else the newest void one; None when it has none."""
-    live = [v for v in views if v.status != "void"]
-    found = live or views
-    return found[-1] if found else None
 
 
 def sync_key(revision: int) -> str:

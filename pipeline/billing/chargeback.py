@@ -31,6 +31,7 @@ from pipeline.adapters.chargeback import ChargebackHead, ChargebackLedger
 from pipeline.adapters.marks import RatingMarks
 from pipeline.adapters.store import Store
 from pipeline.billing.documents import fraction_text
+from pipeline.billing.ledger_rows import content_hash
 from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
 from pipeline.domain.fingerprint import EMPTY, RatingMark, usage_fingerprint
@@ -135,12 +136,6 @@ def _quantity(entry: dict[str, Any]) -> Fraction:
     return Fraction(entry["quantity_exact"] or entry["quantity"])
 
 
-def _content_hash(lines: list[Line]) -> str:
-    from pipeline.billing.invoicing import content_hash
-
-    return content_hash(lines)
-
-
 class Chargebacks:
     def __init__(
         self,
@@ -217,7 +212,7 @@ class Chargebacks:
         head = known.heads.get(tenant.id)
         if not lines and head is None:
             return None
-        chash = _content_hash(lines)
+        chash = content_hash(lines)
         if head is None or head.content_hash != chash:
             revision = 1 if head is None else head.revision + 1
             now = self.clock()

@@ -191,3 +191,33 @@ def invoices_csv(config: Config, views: list[InvoiceView]) -> str:
 
 def fraction_text(q: Fraction) -> str:
     return f"{q.numerator}/{q.denominator}"
+
+
+class DocumentQueue:
+    """The documents a billing run writes (JSON + PDF per invoice): queued while it runs,
+    rendered at its end (in parallel). A finalized invoice's documents are derived from the
+    ledger, so one missing on disk is queued again by the next run."""
+
+    def __init__(self, config: Config, ledger: Ledger, out_root: Path) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.out_root = out_root
+        self.queued: list[tuple[Path, InvoiceDocument]] = []
+
+    def folder(self, period: str) -> Path:
+        return self.out_root / period / "invoices"
+
+    def queue(self, view: InvoiceView, lines: list[dict[str, Any]] | None = None) -> None:
+        """``lines`` as the ledger holds them (read from it when not given)."""
+        if lines is None:
+            lines = self.ledger.lines(view.invoice_id, view.revision)
+        self.queued.append((self.folder(view.period), build_document(self.config, view, lines)))
+
+    def ensure(self, view: InvoiceView) -> None:
+        """Queue a finalized invoice's documents again if its PDF is missing."""
+        if not (self.folder(view.period) / f"{view.invoice_id}.pdf").exists():
+            self.queue(view)
+
+    def write(self) -> None:
+        write_documents(self.queued)
+        self.queued.clear()

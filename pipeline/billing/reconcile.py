@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from pipeline.adapters.ledger import InvoiceView, Ledger, current_of, source_key
+from pipeline.adapters.ledger import InvoiceView, Ledger, source_key
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.errors import BillingError, BillingErrorCode
+from pipeline.domain.lifecycle import current_of
 from pipeline.domain.money import from_minor, round_money
 from pipeline.domain.period import Period
 from pipeline.domain.rating import UsageRow, rate_usage

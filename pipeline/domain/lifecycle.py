@@ -11,8 +11,10 @@ invoice, a second finalization) is kept in the history but changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 ALLOWED: dict[str, set[str]] = {
     "": {"draft"},
@@ -48,3 +50,19 @@ def current_status(events: list[StatusEvent]) -> tuple[str, str]:
             if e.status == "finalized":
                 stripe_id = e.source_ref
     return status or "draft", stripe_id
+
+
+class HasStatus(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+V = TypeVar("V", bound=HasStatus)
+
+
+def current_of(invoices: Sequence[V]) -> V | None:
+    """A tenant's invoice for a period, from its invoices of that period oldest first: the
+    newest that is not void (a reissue), else the newest void one; None when it has none."""
+    live = [v for v in invoices if v.status != "void"]
+    found = live or list(invoices)
+    return found[-1] if found else None

@@ -169,7 +169,7 @@ def test_closed_periods_are_rated_again_only_when_their_usage_changed(
             world.spread(tenant, at(month, 3), 5, 5 * H)
         world.bill(period, final)
     run = world.billing
-    recomposed = Counter(monkeypatch, run.invoicer, "_recompose")
+    recomposed = Counter(monkeypatch, run.invoicer.composer, "recompose")
     read = Counter(monkeypatch, world.store, "hourly_rows")
 
     # December: October and November are closed and nothing changed for them
