@@ -127,9 +127,11 @@ def drain(
     total: int,
     timeout: float,
     on_tick: Callable[[int], None] | None = None,
+    stages: dict[str, float] | None = None,
 ) -> tuple[float, float, float]:
     """Run one worker until its group committed ``total`` offsets.
-    Returns (seconds from first commit to drained, seconds since start, peak RSS MiB)."""
+    Returns (seconds from first commit to drained, seconds since start, peak RSS MiB); fills
+    ``stages`` with the worker's seconds per stage (its metrics) when given."""
     proc = start_worker(settings, log)
     started = time.monotonic()
     first_commit = None
@@ -151,6 +153,8 @@ def drain(
                 on_tick(committed)
             if committed >= total and lag == 0:
                 now = time.monotonic()
+                if stages is not None:
+                    stages.update(stage_seconds(settings))
                 return now - (first_commit or started), now - started, peak
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"bench worker not drained in {timeout:.0f}s")
@@ -158,6 +162,15 @@ def drain(
     finally:
         peak = max(peak, peak_rss_mib(proc.pid)) if proc.poll() is None else peak
         stop_worker(proc)
+
+
+def stage_seconds(settings: Settings) -> dict[str, float]:
+    """Seconds per stage of the worker's batches, read from its Prometheus endpoint."""
+    from pipeline.status import scrape
+
+    samples = scrape(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    prefix = "gpumeter_stage_seconds_total{stage="
+    return {k[len(prefix) : -1]: v for k, v in samples.items() if k.startswith(prefix)}
 
 
 def naive_inserts(settings: Settings, config: Config, seconds: float) -> float:
@@ -407,6 +420,7 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     say("[3/6] pipeline: one worker until every aggregate is in ClickHouse")
     from rich.progress import Progress
 
+    stages: dict[str, float] = {}
     with Progress() as bar:
         task = bar.add_task("worker: offsets committed", total=sim.messages)
         busy, wall, _ = drain(
@@ -415,8 +429,13 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
             sim.messages,
             timeout=7200,
             on_tick=lambda c: bar.update(task, completed=c),
+            stages=stages,
         )
     res.samples_per_s = sim.samples / busy
+    # the rest of the busy time: Kafka fetch, Faust's per-event machinery, changelog, commits
+    stages["other"] = max(0.0, busy - sum(stages.values()))
+    res.extra["stages"] = {k: round(v, 2) for k, v in stages.items()}
+    say("      seconds per stage: " + ", ".join(f"{k}={v:.1f}" for k, v in stages.items()))
     res.extra["pipeline_wall_s"] = round(wall, 1)
     res.extra["pipeline_busy_s"] = round(busy, 1)
     parts = Store(executor(s)).active_parts()

@@ -18,8 +18,13 @@ from pipeline.domain.events import DecodeLimits
 from pipeline.settings import Settings, required
 
 if TYPE_CHECKING:
+    from pipeline.adapters.s3 import S3Bucket
     from pipeline.billing.invoicing import Invoicer
     from pipeline.billing.run import BillingRun
+    from pipeline.billing.teams import TeamCosts
+    from pipeline.collectors.publish import SpooledOutlet
+    from pipeline.exports.builder import Exporter
+    from pipeline.worker.metrics import WorkerMetrics
     from pipeline.worker.processor import BatchProcessor, Tables
 
 
@@ -126,6 +131,7 @@ def batch_processor(
     config: Config,
     tables: Tables,
     send_dead_letter: Callable[[bytes | None, bytes], Awaitable[None]],
+    metrics: WorkerMetrics | None = None,
 ) -> BatchProcessor:
     """The worker's batch processor: validation limits, late grace and the ClickHouse sink
     from the settings."""
@@ -140,4 +146,103 @@ def batch_processor(
         _utcnow,
         decode_limits(settings),
         grace_s=settings.late_grace_s,
+        metrics=metrics,
     )
+
+
+def collector_outlet(settings: Settings, state_dir: Path) -> SpooledOutlet:
+    """A collector's spool (``state_dir/spool``, bounded by ``spool_max_bytes``), cursor and
+    idempotent producer (acks=all) with short timeouts, so that an unreachable Kafka keeps
+    records in the spool instead of blocking the collector."""
+    from pipeline.adapters.kafka import make_producer
+    from pipeline.collectors.publish import SpooledOutlet, usage_topics
+    from pipeline.collectors.spool import Spool
+
+    def producer() -> object:
+        return make_producer(
+            settings.kafka_bootstrap,
+            client_id="gpumeter-collector",
+            linger_ms=5,
+            bootstrap_timeout_ms=5_000,
+            max_block_ms=5_000,
+            request_timeout_ms=10_000,
+            delivery_timeout_ms=20_000,
+            reconnect_backoff_max_ms=2_000,
+        )
+
+    return SpooledOutlet(
+        state_dir,
+        Spool(state_dir / "spool", settings.spool_max_bytes),
+        usage_topics(settings.usage_topic, settings.unattributed_topic),
+        producer,
+    )
+
+
+def exporter(
+    settings: Settings,
+    config: Config,
+    st: Store,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    require_key: bool = True,
+) -> Exporter:
+    """Partner exports: the wholesale cards of ``config/``, the pseudonym key, the output
+    folder, the late grace before delivery and the corrections' lookback. The key is required
+    unless the caller only reads exports (``require_key=False``: the API)."""
+    from pipeline.adapters.export_ledger import ExportLedger
+    from pipeline.exports.builder import Exporter
+    from pipeline.exports.wholesale import load_wholesale
+
+    key = settings.export_pseudonym_key
+    if require_key:
+        key = required(
+            key,
+            "export_pseudonym_key",
+            "partner exports show each consumer under a keyed hash (HMAC) made with it",
+        )
+    return Exporter(
+        config,
+        load_wholesale(settings.config_dir, config.reference),
+        st,
+        ExportLedger(st.ex),
+        settings.out_dir,
+        key.get_secret_value().encode(),
+        clock,
+        grace=timedelta(seconds=settings.late_grace_s),
+        lookback=timedelta(days=settings.export_lookback_days),
+    )
+
+
+def bucket(settings: Settings, url: str) -> S3Bucket:
+    """A partner's bucket on the S3 endpoint of the settings (the secret is required)."""
+    from pipeline.adapters.s3 import S3Bucket
+
+    secret = required(
+        settings.s3_secret_access_key,
+        "s3_secret_access_key",
+        "exports are pushed to partners' S3 buckets with it",
+    )
+    return S3Bucket(
+        url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret,
+    )
+
+
+def team_costs(
+    settings: Settings,
+    config: Config,
+    st: Store,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+) -> TeamCosts:
+    """The team cost report (issue 11): capacity and budgets from ``config/``, the draft
+    grace of the settings."""
+    from pipeline.adapters.team_costs import TeamCostBook
+    from pipeline.billing.team_config import load_team_config
+    from pipeline.billing.teams import TeamCosts
+
+    team = load_team_config(settings.config_dir, config)
+    return TeamCosts(config, team, st, TeamCostBook(st.ex), clock, draft_grace(settings))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline import cli_finance
+from pipeline import cli_chargeback, cli_collect, cli_exports, cli_finance
 from pipeline.domain.errors import BillingError
 from pipeline.settings import Settings, SettingsError
 
@@ -158,6 +158,14 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0 if v.exact else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.status import group_status, render
+
+    st = group_status(settings, args.metrics or None, window_s=args.window)
+    print(render(st))
+    return 0 if st.healthy else 1
 
 
 def cmd_late(args: argparse.Namespace, settings: Settings) -> int:
@@ -397,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     bill.add_argument("--period", required=True, help="YYYY-MM")
     bill.set_defaults(func=cmd_bill)
     cli_finance.register(sub)
+    cli_chargeback.register(sub)
+    cli_exports.register(sub)
+    cli_collect.register(sub)
 
     sch = sub.add_parser("schemas", help="JSON Schemas in schemas/")
     sch.add_argument("action", choices=["write", "check"])
@@ -405,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="compare ClickHouse with the ground truth of a period")
     ver.add_argument("--period", required=True)
     ver.set_defaults(func=cmd_verify)
+
+    stat = sub.add_parser(
+        "status", help="lag, throughput and health of every worker in the group (exit 1: not ok)"
+    )
+    stat.add_argument(
+        "--metrics",
+        action="append",
+        metavar="URL",
+        help="a worker's metrics URL (repeatable); default: each member's host on "
+        "GPUMETER_METRICS_PORT",
+    )
+    stat.add_argument("--window", type=float, default=2.0, help="seconds between two scrapes")
+    stat.set_defaults(func=cmd_status)
 
     late = sub.add_parser("late", help="usage of a period that arrived after its grace period")
     late.add_argument("--period", required=True)

@@ -36,10 +36,18 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "localhost:19092"
     usage_topic: str = "gpu.usage.v1"
     dlq_topic: str = "gpu.usage.dlq"
+    # collectors: usage no tenant is billed for (idle, unmapped namespaces, unknown accounts)
+    unattributed_topic: str = "gpu.usage.unattributed"
+    collector_state_dir: Path = REPO_ROOT / ".local" / "collector"  # spool + cursor per collector
+    spool_max_bytes: int = 256 * 1024 * 1024  # not yet acknowledged by Kafka; then SpoolFull
     topic_partitions: int = 4
     worker_id: str = "gpumeter-worker"
     worker_data_dir: Path = REPO_ROOT / ".local" / "worker"
     worker_web_port: int = 16066
+    # Prometheus metrics of the worker (/metrics); 0 turns them off. Bind 0.0.0.0 to be scraped
+    # from another host. Workers sharing a host need one port each.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 16067
     # sink batching: flush when this many samples are buffered or this many seconds passed
     sink_batch_samples: int = 20_000
     sink_batch_seconds: float = 1.0
@@ -77,6 +85,26 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     api_host: str = "127.0.0.1"
     api_port: int = 18080
+    # Team dashboard (/dashboard): the key that signs its session cookies (no default: the API
+    # refuses to start without one of at least 32 characters; the local stack's is in
+    # infra/local.env) and how long a session lasts after logging in with a token.
+    dashboard_secret: SecretStr = SecretStr("")
+    dashboard_session_minutes: int = Field(default=30, ge=1, le=720)
+
+    # Partner exports (docs/exports.md). A partner sees each consumer under HMAC-SHA256 of the
+    # (partner, consumer) pair with this key: no default outside the local stack (a known key
+    # would let anyone map pseudonyms back to tenants); changing it renames every consumer.
+    export_pseudonym_key: SecretStr = SecretStr("")
+    # pushing exports to partners' buckets: the S3-compatible endpoint ('' = AWS) and its
+    # credentials (the secret has no default outside the local stack)
+    s3_endpoint_url: str = "http://127.0.0.1:18333"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # corrections look back this far for delivered exports (older samples are refused anyway)
+    export_lookback_days: int = 400
+    # the FinOps Foundation's focus-validator, in its own virtual environment
+    focus_validator_venv: Path = REPO_ROOT / ".local" / "focus-validator" / "venv"
 
     # Reference data and outputs
     config_dir: Path = REPO_ROOT / "config"
@@ -96,6 +124,8 @@ class Settings(BaseSettings):
                 "clickhouse_database": f"gpumeter_{name}",
                 "usage_topic": f"{self.usage_topic}.{name}",
                 "dlq_topic": f"{self.dlq_topic}.{name}",
+                "unattributed_topic": f"{self.unattributed_topic}.{name}",
+                "collector_state_dir": root / "collector",
                 "worker_id": f"{self.worker_id}-{name}",
                 "worker_data_dir": root / "worker",
                 "out_dir": root / "out",

@@ -65,8 +65,8 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
     return kafka.KafkaProducer(**conf)
 
 
-def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
-    """(committed offsets summed, messages not yet committed by the group) for a topic."""
+def partition_lags(bootstrap: str, group: str, topic: str) -> list[tuple[int, int, int]]:
+    """``(partition, committed offset, end offset)`` of a topic for a consumer group."""
     kafka = _kafka()
     from kafka.structs import TopicPartition
 
@@ -77,17 +77,37 @@ def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
-            return 0, 0
+            return []
         ends = consumer.end_offsets(tps)
-        committed = 0
-        lag = 0
-        for tp in tps:
-            c = consumer.committed(tp) or 0
-            committed += c
-            lag += max(0, ends[tp] - c)
-        return committed, lag
+        return [(tp.partition, consumer.committed(tp) or 0, ends[tp]) for tp in tps]
     finally:
         consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    """(committed offsets summed, messages not yet committed by the group) for a topic."""
+    rows = partition_lags(bootstrap, group, topic)
+    return sum(c for _, c, _ in rows), sum(max(0, e - c) for _, c, e in rows)
+
+
+def group_members(bootstrap: str, group: str, topic: str) -> list[tuple[str, str, list[int]]]:
+    """``(member id, host, partitions of ``topic`` assigned to it)`` of each member of a
+    consumer group."""
+    kafka = _kafka()
+    admin = kafka.KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        info = admin.describe_groups([group]).get(group, {})
+    finally:
+        admin.close()
+    out = []
+    for m in info.get("members") or []:
+        assignment = m.get("member_assignment")
+        owned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+        parts = sorted(int(p) for a in owned if a.get("topic") == topic for p in a["partitions"])
+        out.append(
+            (str(m.get("member_id", "")), str(m.get("client_host", "")).lstrip("/"), parts)
+        )
+    return sorted(out, key=lambda r: (r[1], r[2], r[0]))
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

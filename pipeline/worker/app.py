@@ -22,6 +22,7 @@ from pipeline.domain.aggregate import Agg
 from pipeline.domain.events import DedupeBucket, DedupeKey
 from pipeline.domain.usage import HourlyKey, hourly_key_bytes
 from pipeline.settings import Settings
+from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import PermanentClickHouseError
 
@@ -88,7 +89,8 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
     def __len__(self) -> int:
         return len(self._cache)
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        written = len(self._dirty)
         for bucket, msg in self._dirty.items():
             self._bind(msg)
             self._t[self.bucket_bytes(bucket)] = json.dumps(
@@ -96,6 +98,7 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
             ).encode()
         self._dirty.clear()
         self._cache.clear()
+        return written
 
 
 class FaustTables:
@@ -124,8 +127,8 @@ class FaustTables:
         self._bind(msg)
         self._seen.current = msg
 
-    def flush(self) -> None:
-        self._seen.flush()
+    def flush(self) -> int:
+        return self._seen.flush()
 
     def load(self, key: HourlyKey) -> Agg:
         raw = self._hourly.get(hourly_key_bytes(key))
@@ -185,11 +188,46 @@ def create_app(settings: Settings | None = None) -> Any:
     def processor() -> BatchProcessor:
         if "p" not in state:  # connect lazily: no I/O at import or app creation
             state["p"] = batch_processor(
-                settings, config, FaustTables(seen, hourly), send_dead_letter
+                settings, config, FaustTables(seen, hourly), send_dead_letter, metrics
             )
         return state["p"]
 
     progress = {"last_batch": time.monotonic(), "in_batch": False}
+    metrics = WorkerMetrics()
+
+    @app.task
+    async def serve_metrics() -> None:
+        if not settings.metrics_port:
+            return
+        try:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # e.g. a second worker on the same host and port
+            log.error(
+                "metrics not served on %s:%d (%s); set GPUMETER_METRICS_PORT per worker",
+                settings.metrics_host,
+                settings.metrics_port,
+                exc,
+            )
+        else:
+            log.info(
+                "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+            )
+
+    @app.timer(interval=5.0)
+    async def consumer_gauges() -> None:
+        """Lag and last committed offset per assigned partition of the usage topic."""
+        consumer = app.consumer
+        read = getattr(consumer, "_read_offset", {})  # Faust keeps no public "position"
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in consumer.assignment():
+            if tp.topic != settings.usage_topic:
+                continue
+            hw = consumer.highwater(tp)
+            done = read.get(tp)
+            if hw is not None:
+                metrics.lag.labels(str(tp.partition)).set(hw - (0 if done is None else done + 1))
+            if committed.get(tp) is not None:
+                metrics.committed.labels(str(tp.partition)).set(committed[tp])
 
     @app.timer(interval=5.0)
     async def watchdog() -> None:

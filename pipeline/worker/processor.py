@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from pipeline.domain.events import DecodeLimits, DedupeKey, Reject, UsageSample,
 from pipeline.domain.hours import US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 from pipeline.domain.usage import Contribution, HourlyKey, contributions
+from pipeline.worker.metrics import STAGES, WorkerMetrics
 from pipeline.worker.sink import ClickHouseSink, key_columns, raw_head
 
 
@@ -51,7 +53,9 @@ class Tables(Protocol):
 
     def store(self, key: HourlyKey, agg: Agg) -> None: ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> int | None:
+        """Write the dedupe memory's changed buckets; returns how many."""
+        ...
 
 
 def dead_letter(msg: Message, rej: Reject, now: datetime) -> bytes:
@@ -98,6 +102,10 @@ class BatchStats:
     replayed: int = 0
     dead_letters: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    # seconds per stage, summed over batches: decode (JSON + validation), rows (hour split +
+    # row building), fold (dedupe + aggregates), state (table writes), insert (ClickHouse)
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    batches: int = 0
 
 
 class BatchProcessor:
@@ -110,6 +118,7 @@ class BatchProcessor:
         clock: Callable[[], datetime],
         limits: DecodeLimits | None = None,
         grace_s: int = 3600,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.ref = ref
         self.tables = tables
@@ -119,8 +128,11 @@ class BatchProcessor:
         self.limits = limits or DecodeLimits()
         self.grace_us = grace_s * US_PER_SECOND
         self.stats = BatchStats()
+        self.metrics = metrics
 
     async def process(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        stage = dict.fromkeys(STAGES, 0.0)
         now = self.clock()
         res = FoldResult()
         raw_rows: list[tuple[Any, ...]] = []
@@ -128,16 +140,19 @@ class BatchProcessor:
         checked: set[HourlyKey] = set()
         for msg in batch:
             # 1. decode and build rows (pure); rejects to the dead-letter topic, acknowledged
-            ready, rejects = self._prepare(msg, now, checked)
+            ready, rejects = self._prepare(msg, now, checked, stage)
             for rej in rejects:
                 await self.send_dead_letter(msg.key, dead_letter(msg, rej, now))
                 self.stats.dead_letters += 1
                 self.stats.by_reason[rej.reason.value] = (
                     self.stats.by_reason.get(rej.reason.value, 0) + 1
                 )
+                if self.metrics is not None:
+                    self.metrics.dead_letters.labels(rej.reason.value).inc()
             if not ready:
                 continue
             # 2. fold into the tables (dedupe memory + hourly aggregates with versions)
+            t = time.perf_counter()
             self.tables.bind(msg)
             n_new, n_acc = len(res.new_keys), len(res.accepted)
             fold(
@@ -154,30 +169,68 @@ class BatchProcessor:
                 raw_rows.append((*heads[id(s)], int(late)))
             for k in res.new_keys[n_new:]:
                 key_owner[k] = msg
-        self.tables.flush()  # the dedupe memory's changed buckets, once each
+            stage["fold"] += time.perf_counter() - t
+        t = time.perf_counter()
+        buckets = self.tables.flush() or 0  # the dedupe memory's changed buckets, once each
         for k, agg in res.dirty.items():
             self.tables.bind(key_owner[k])
             self.tables.store(k, agg)
+        stage["state"] += time.perf_counter() - t
+        if self.metrics is not None:
+            self.metrics.dedupe_buckets.inc(buckets)
         # 3. ClickHouse has the rows before anything is acknowledged
+        t = time.perf_counter()
+        retries = self.sink.outage_retries
         await self.sink.flush(raw_rows, res.dirty, now)
+        stage["insert"] += time.perf_counter() - t
         self.stats.messages += len(batch)
         self.stats.samples += len(res.accepted)
         self.stats.duplicates += res.duplicates
         self.stats.replayed += res.replayed_contributions
+        self.stats.batches += 1
+        for name, seconds in stage.items():
+            self.stats.stage_s[name] += seconds
+        if self.metrics is not None:
+            self._record(batch, res, stage, time.perf_counter() - started, retries)
         # 4./5. returning hands the batch back to the framework, which acks and commits
 
+    def _record(
+        self,
+        batch: list[Message],
+        res: FoldResult,
+        stage: dict[str, float],
+        seconds: float,
+        retries_before: int,
+    ) -> None:
+        """Batch figures into the Prometheus metrics (dead letters are counted as sent)."""
+        m = self.metrics
+        assert m is not None
+        m.messages.inc(len(batch))
+        m.samples.inc(len(res.accepted))
+        m.duplicates.inc(res.duplicates)
+        m.batch_seconds.observe(seconds)
+        m.flush_seconds.observe(stage["insert"])
+        m.clickhouse_retries.inc(self.sink.outage_retries - retries_before)
+        for name, s in stage.items():
+            m.stage_seconds.labels(name).inc(s)
+        m.last_batch.set_to_current_time()
+
     def _prepare(
-        self, msg: Message, now: datetime, checked: set[HourlyKey]
+        self, msg: Message, now: datetime, checked: set[HourlyKey], stage: dict[str, float]
     ) -> tuple[list[Ready], list[Reject]]:
         """Step 1 for one message: its samples with their hourly parts and raw row, and its
         rejects. Pure; a failure dead-letters the message (or the sample) as
         ``processing_error`` instead of failing the batch."""
+        t = time.perf_counter()
         try:
             samples, rejects = decode_message(
                 msg.value or b"", self.ref, msg.timestamp or now, self.limits
             )
         except Exception as exc:  # noqa: BLE001 - deterministic: the message fails alone
             return [], [Reject(RejectReason.PROCESSING_ERROR, _describe(exc))]
+        finally:
+            stage["decode"] += time.perf_counter() - t
+        t = time.perf_counter()
         if len(samples) >= MAX_SAMPLES_PER_MESSAGE:
             return [], rejects + [Reject(RejectReason.MESSAGE_TOO_LARGE, f"{len(samples)} samples")]
         # where each sample stood in a batch message (rejected events leave gaps)
@@ -211,4 +264,5 @@ class BatchProcessor:
                 rejects.append(Reject(RejectReason.PROCESSING_ERROR, _describe(exc), where))
                 continue
             ready.append(Ready(sample, index - 1, parts, head))
+        stage["rows"] += time.perf_counter() - t
         return ready, rejects
