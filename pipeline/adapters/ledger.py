@@ -5,14 +5,16 @@ failures and webhook events. Every query takes parameters."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from pipeline.adapters.clickhouse import Executor
+from pipeline.domain.charged import ChargedLine
 from pipeline.domain.lifecycle import StatusEvent, current_of, current_status
+from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
 from pipeline.domain.usage import HourlyKey
 
@@ -284,61 +286,54 @@ class Ledger:
         )
         return [dict(zip(SOURCE_COLS, r, strict=True)) for r in rows]
 
-    def _charged_lines(
-        self, where: str, params: dict[str, Any]
-    ) -> Iterator[tuple[InvoiceView, dict[str, Any]]]:
-        """(invoice, line) for every line of the matching invoices that are ``charged``."""
-        for v in self._views(where, params):
-            if v.charged:
-                for ln in self.lines(v.invoice_id, v.revision):
-                    yield v, ln
-
-    def adjustments_for(self, period: str) -> list[dict[str, Any]]:
-        """Adjustment lines for ``period``'s usage on later finalized, not void invoices."""
-        return [
-            ln
-            for _v, ln in self._charged_lines("period > %(p)s", {"p": period})
-            if ln["kind"] == "adjustment" and ln["period_ref"] == period
-        ]
-
-    def billed_lines(self, tenant_id: str, period_ref: str, excluding_period: str) -> list[dict]:
-        """Every line charged so far for ``period_ref``: the own lines of its finalized
-        invoice and adjustment lines on later finalized invoices (other than
-        ``excluding_period``'s), void invoices excluded."""
-        where = "tenant_id = %(t)s AND period >= %(p)s AND period != %(x)s"
-        params = {"t": tenant_id, "p": period_ref, "x": excluding_period}
-        return [
-            ln
-            for v, ln in self._charged_lines(where, params)
-            if (v.period == period_ref and ln["kind"] != "adjustment")
-            or (ln["kind"] == "adjustment" and ln["period_ref"] == period_ref)
-        ]
-
-    def credits_used(
+    def charged_lines(
         self,
-        tenant_id: str,
-        before_period: str | None = None,
-        excluding_invoice: str = "",
-        excluding_ref: str = "",
-    ) -> dict[str, Decimal]:
-        """Prepaid credit id -> amount drawn on the tenant's finalized, not void invoices
-        (of periods before ``before_period`` if given): their own credit lines (except
-        ``excluding_invoice``'s) and the credit adjustments on them (except those for the
-        period ``excluding_ref``)."""
-        used: dict[str, Decimal] = defaultdict(Decimal)
-        where, params = "tenant_id = %(t)s", {"t": tenant_id}
-        if before_period is not None:
-            where += " AND period < %(p)s"
-            params["p"] = before_period
-        for v, ln in self._charged_lines(where, params):
-            amount = from_minor(ln["amount_minor"], ln["currency"])
-            if ln["kind"] == "credit" and v.invoice_id != excluding_invoice:
-                used[ln["line_key"].split("/", 1)[1]] -= amount
-            elif ln["kind"] == "adjustment":
-                _adj, ref, key = ln["line_key"].split("/", 2)
-                if key.startswith("credit/") and ref != excluding_ref:
-                    used[key.split("/", 1)[1]] -= amount
-        return dict(used)
+        tenant_id: str | None = None,
+        since: str | None = None,
+        before: str | None = None,
+    ) -> list[ChargedLine]:
+        """Every line of the ``charged`` (finalized, not void) invoices of a tenant (all when
+        None) for the periods from ``since`` and before ``before``: what the rules of
+        :mod:`pipeline.domain.charged` read. One query for the headers, one for the lines."""
+        where, params = ["1"], {}
+        if tenant_id is not None:
+            where.append("tenant_id = %(t)s")
+            params["t"] = tenant_id
+        if since is not None:
+            where.append("period >= %(a)s")
+            params["a"] = since
+        if before is not None:
+            where.append("period < %(b)s")
+            params["b"] = before
+        views = {v.invoice_id: v for v in self._views(" AND ".join(where), params) if v.charged}
+        if not views:
+            return []
+        cols = ["invoice_id", "revision", "line_key", "kind", "amount_minor", "currency"]
+        cols += ["usage_us", "quantity_exact"]
+        rows = self.ex.execute(
+            f"SELECT {', '.join(cols)} FROM ledger_lines FINAL WHERE invoice_id IN %(i)s "
+            "ORDER BY invoice_id, line_key",
+            {"i": tuple(views)},
+        )
+        out = []
+        for inv_id, revision, key, kind, amount_minor, currency, usage_us, qty in rows:
+            v = views[str(inv_id)]
+            if revision != v.revision:
+                continue
+            out.append(
+                ChargedLine(
+                    v.tenant_id,
+                    v.invoice_id,
+                    v.period,
+                    LineKey.parse(str(key)),
+                    str(kind),
+                    from_minor(int(amount_minor), str(currency)),
+                    int(amount_minor),
+                    int(usage_us),
+                    Fraction(str(qty)),
+                )
+            )
+        return out
 
     def credit_notes(self, invoice_id: str) -> list[dict[str, Any]]:
         cols = ["credit_note_id", "invoice_id", "total_minor", "currency", "reason", "created_at"]

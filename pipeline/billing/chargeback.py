@@ -34,6 +34,7 @@ from pipeline.billing.documents import fraction_text
 from pipeline.billing.ledger_rows import content_hash
 from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.charged import ChargedLine, billed, carried_in, charging
 from pipeline.domain.fingerprint import EMPTY, RatingMark, usage_fingerprint
 from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
@@ -256,27 +257,31 @@ class Chargebacks:
             known.usage[period] = self.store.hourly_rows(Period.parse(period))
         return known.usage[period]
 
+    def _charged(self, tenant_id: str, known: Known) -> list[ChargedLine]:
+        """The tenant's entries on closed periods that the run read, as charged lines."""
+        return [
+            ChargedLine(
+                tenant_id,
+                f"{tenant_id}/{period}",
+                period,
+                LineKey.parse(e["line_key"]),
+                e["kind"],
+                from_minor(int(e["amount_minor"]), e["currency"]),
+                int(e["amount_minor"]),
+                int(e["usage_us"]),
+                _quantity(e),
+            )
+            for (t, period), entries in known.entries.items()
+            if t == tenant_id
+            for e in entries
+        ]
+
     def _billed(
         self, tenant_id: str, period: str, known: Known, excluding: str = ""
     ) -> dict[str, Billed]:
         """Line key -> what closed periods (other than ``excluding``) charged for
         ``period``: its own entries and adjustments for it on later ones."""
-        billed: dict[str, Billed] = {}
-        for (t, charged_in), entries in known.entries.items():
-            if t != tenant_id or charged_in == excluding:
-                continue
-            for e in entries:
-                key = LineKey.parse(e["line_key"])
-                if key.adjusts != period and not (charged_in == period and not key.adjusts):
-                    continue
-                was = billed.get(key.base, Billed(0, 0, Fraction(0)))
-                qty = _quantity(e)
-                billed[key.base] = Billed(
-                    was.amount_minor + int(e["amount_minor"]),
-                    was.usage_us + int(e["usage_us"]),
-                    was.quantity + qty,
-                )
-        return billed
+        return billed(charging(period, self._charged(tenant_id, known), excluding))
 
     def _adjustments(self, tenant: Tenant, known: Known) -> tuple[list[Line], list[RatingMark]]:
         """Late usage of the tenant's closed periods whose usage changed since they were last
@@ -287,8 +292,9 @@ class Chargebacks:
         settles: list[RatingMark] = []
         for closed in known.stale.get(tenant.id, []):
             rows = self._usage(closed, known).get(tenant.id, [])
-            billed = self._billed(tenant.id, closed, known, excluding=known.period)
-            lines = adjustment_lines(closed, self._rate(tenant, rows), billed, currency, CLOSED_AS)
+            was_charged = self._billed(tenant.id, closed, known, excluding=known.period)
+            now = self._rate(tenant, rows)
+            lines = adjustment_lines(closed, now, was_charged, currency, CLOSED_AS)
             mark = RatingMark(tenant.id, closed, usage_fingerprint(rows), known.period)
             if lines:
                 settles.append(mark)
@@ -313,15 +319,9 @@ class Chargebacks:
             status = "unchanged" if mark.settled_in == known.period else "adjusted"
         else:
             now = self._rate(tenant, rows)
-            billed = self._billed(tenant.id, known.period, known)
-            carried = sorted(
-                q
-                for (t, q), es in known.entries.items()
-                if t == tenant.id and q != known.period
-                for e in es
-                if LineKey.parse(e["line_key"]).adjusts == known.period
-            )
-            if adjustment_lines(known.period, now, billed, currency):
+            charged = self._billed(tenant.id, known.period, known)
+            carried = carried_in(known.period, self._charged(tenant.id, known))
+            if adjustment_lines(known.period, now, charged, currency):
                 status = "changed_after_close"
             else:
                 status = "adjusted" if carried else "unchanged"

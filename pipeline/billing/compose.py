@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from fractions import Fraction
 
 from pipeline.adapters.ledger import InvoiceView, Ledger
 from pipeline.adapters.marks import RatingMarks
 from pipeline.adapters.store import Store
 from pipeline.config import Config
 from pipeline.domain.adjustments import Billed, adjustment_lines
+from pipeline.domain.charged import billed, carried_in, charging, credits_drawn
 from pipeline.domain.fingerprint import EMPTY, RatingMark, usage_fingerprint
 from pipeline.domain.invoice import Composition, compose
 from pipeline.domain.lifecycle import current_of
@@ -79,7 +79,8 @@ class Composer:
         adjustments, drawn, settles = self.adjustments(tenant, known, str(period))
         used: dict[str, Decimal] = {}
         if contract.credits:
-            used = _merge(self.ledger.credits_used(tenant.id, before_period=str(period)), drawn)
+            charged = self.ledger.charged_lines(tenant.id, before=str(period))
+            used = _merge(credits_drawn(charged), drawn)
         return compose(period, rated, contract, card.currency, adjustments, used), settles
 
     def adjustments(
@@ -133,8 +134,10 @@ class Composer:
         rated = rate_usage(rows, card, self.config.reference.catalog, contract.tier_of)
         used: dict[str, Decimal] = {}
         if contract.credits:
-            used = self.ledger.credits_used(
-                tenant.id, excluding_invoice=closed.invoice_id, excluding_ref=closed.period
+            used = credits_drawn(
+                self.ledger.charged_lines(tenant.id),
+                excluding_document=closed.invoice_id,
+                excluding_ref=closed.period,
             )
         return compose(
             original, rated, contract, card.currency, credits_used=_merge(used, drawn)
@@ -142,16 +145,8 @@ class Composer:
 
     def billed(self, tenant: Tenant, period: str, excluding_period: str) -> dict[str, Billed]:
         """Line key -> what has been charged for it so far for ``period``."""
-        billed: dict[str, Billed] = {}
-        for ln in self.ledger.billed_lines(tenant.id, period, excluding_period):
-            key = LineKey.parse(ln["line_key"]).base
-            was = billed.get(key, Billed(0, 0, Fraction(0)))
-            billed[key] = Billed(
-                was.amount_minor + int(ln["amount_minor"]),
-                was.usage_us + int(ln["usage_us"]),
-                was.quantity + Fraction(ln["quantity_exact"]),
-            )
-        return billed
+        lines = self.ledger.charged_lines(tenant.id, since=period)
+        return billed(charging(period, lines, excluding_period))
 
     def standing(
         self, tenant: Tenant, current: InvoiceView, rows: list[UsageRow], known: Known
@@ -165,13 +160,9 @@ class Composer:
         if mark is not None and mark.current(fingerprint):
             return "unchanged" if mark.settled_in == p else "adjusted"
         now = self.recompose(tenant, current, {}, rows)
-        billed = self.billed(tenant, p, excluding_period="")
-        if adjustment_lines(p, now, billed, current.currency):
+        lines = charging(p, self.ledger.charged_lines(tenant.id, since=p))
+        if adjustment_lines(p, now, billed(lines), current.currency):
             return "changed_after_final"
-        carried = [
-            ln["period"]
-            for ln in self.ledger.billed_lines(tenant.id, p, "")
-            if ln["kind"] == "adjustment"
-        ]
+        carried = carried_in(p, lines)
         self.settled.append(RatingMark(tenant.id, p, fingerprint, max(carried, default=p)))
         return "adjusted" if carried else "unchanged"

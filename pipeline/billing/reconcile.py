@@ -27,6 +27,7 @@ from fractions import Fraction
 from pipeline.adapters.ledger import InvoiceView, Ledger, source_key
 from pipeline.adapters.store import Store
 from pipeline.config import Config
+from pipeline.domain.charged import charging
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.lifecycle import current_of
 from pipeline.domain.money import from_minor, round_money
@@ -200,6 +201,7 @@ def _tenant(
 def _later_adjustments(ledger: Ledger, period: str) -> dict[str, Decimal]:
     """Tenant -> adjustments for ``period`` already on later finalized invoices."""
     out: dict[str, Decimal] = defaultdict(Decimal)
-    for ln in ledger.adjustments_for(period):
-        out[ln["tenant_id"]] += from_minor(ln["amount_minor"], ln["currency"])
+    for ln in charging(period, ledger.charged_lines(since=period)):
+        if ln.key.is_adjustment:
+            out[ln.tenant_id] += ln.amount
     return dict(out)

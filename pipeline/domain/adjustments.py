@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
 from pipeline.domain.rating import Line, fixed_line
-
-ADJ_PREFIX = "adj/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +26,6 @@ class Billed:
     amount_minor: int
     usage_us: int
     quantity: Fraction = Fraction(0)
-
-
-def is_fixed(line_key: str) -> bool:
-    return line_key in ("discount", "minimum") or line_key.startswith("credit/")
 
 
 def adjustment_lines(
@@ -53,10 +48,12 @@ def adjustment_lines(
             continue
         amount = from_minor(delta_minor, currency)
         label = ln.description if ln else key
-        if is_fixed(key):  # discount, minimum true-up or credit recomputed for the period
+        line_key = LineKey(key)
+        adj_key = line_key.adjustment_for(original_period).format()
+        if line_key.is_fixed:  # discount, minimum true-up or credit recomputed for the period
             out.append(
                 fixed_line(
-                    f"{ADJ_PREFIX}{original_period}/{key}",
+                    adj_key,
                     "adjustment",
                     f"Adjustment for {original_period}: {label}, recomputed with the usage "
                     f"received after that period was {closed_as}",
@@ -68,13 +65,11 @@ def adjustment_lines(
             continue
         if ln is not None:
             model, profile = ln.gpu_model, ln.mig_profile
-        else:
-            model, _, rest = key.partition("/")
-            profile = rest.split("@")[0]
-            profile = "" if profile == "full" or profile.startswith("tier") else profile
+        else:  # a line the period no longer has
+            model, profile = line_key.gpu_model, line_key.mig_profile
         out.append(
             Line(
-                line_key=f"{ADJ_PREFIX}{original_period}/{key}",
+                line_key=adj_key,
                 description=f"Adjustment for {original_period}: {label}, usage received "
                 f"after that period was {closed_as}",
                 gpu_model=model,

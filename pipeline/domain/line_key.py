@@ -16,6 +16,8 @@ from pipeline.domain.period import Period
 ADJ = "adj"
 CREDIT = "credit"
 FIXED = ("discount", "minimum")
+FULL = "full"
+TIER = "tier"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -63,3 +65,27 @@ class LineKey:
     @classmethod
     def credit(cls, credit_id: str) -> LineKey:
         return cls(f"{CREDIT}/{credit_id}")
+
+    @classmethod
+    def usage(cls, gpu_model: str, mig_profile: str, price_key: str = "") -> LineKey:
+        """A per-unit usage line: ``<model>/<MIG profile or full>[@<price key>]``."""
+        return cls(f"{gpu_model}/{mig_profile or FULL}" + (f"@{price_key}" if price_key else ""))
+
+    @classmethod
+    def tier(cls, gpu_model: str, tier: int, price_key: str = "") -> LineKey:
+        """A graduated or volume tier's usage line: ``<model>/tier<n>[@<price key>]``."""
+        return cls(f"{gpu_model}/{TIER}{tier}" + (f"@{price_key}" if price_key else ""))
+
+    @property
+    def gpu_model(self) -> str:
+        """The GPU model of a usage line ("" for a fixed line)."""
+        return "" if self.is_fixed else self.base.partition("/")[0]
+
+    @property
+    def mig_profile(self) -> str:
+        """The MIG profile of a per-unit usage line ("" for a full GPU, a tier or a fixed
+        line)."""
+        if self.is_fixed:
+            return ""
+        what = self.base.partition("/")[2].partition("@")[0]
+        return "" if what == FULL or what.startswith(TIER) else what

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pipeline.domain.charges import Tier, check_tiers, graduated, volume
 from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.domain.hours import HOUR_US
+from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import minor_digits, round_money, to_minor
 from pipeline.domain.reference import GpuCatalog
 from pipeline.domain.usage import HourlyKey
@@ -359,7 +360,7 @@ def rate_usage(
         label = f"{model} GPU-hours" + (f" (MIG {profile})" if profile else "")
         lines.append(
             _usage_line(
-                f"{model}/{profile or 'full'}" + (f"@{pkey}" if pkey else ""),
+                LineKey.usage(model, profile, pkey).format(),
                 label + _narrowing(price),
                 model,
                 profile,
@@ -385,7 +386,7 @@ def rate_usage(
         for c in charges:
             lines.append(
                 _usage_line(
-                    f"{model}/tier{c.tier}" + (f"@{pkey}" if pkey else ""),
+                    LineKey.tier(model, c.tier, pkey).format(),
                     c.label,
                     model,
                     "",

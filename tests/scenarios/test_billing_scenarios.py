@@ -21,6 +21,7 @@ from fractions import Fraction
 import pytest
 
 from pipeline.adapters.ledger import HEADER_COLS
+from pipeline.domain.charged import credits_drawn
 from pipeline.domain.rating import idempotency_key
 from tests.scenarios.world import (
     DEC,
@@ -227,7 +228,7 @@ def test_credits_expiring_mid_period_and_carried_to_the_next(world: World) -> No
     }
     assert (r.status, r.amount) == ("finalized", Decimal("0.00"))
     assert world.invoice(r.invoice_id).credits_minor == -100000
-    assert world.ledger.credits_used("cred", before_period="2026-11") == {
+    assert credits_drawn(world.ledger.charged_lines("cred", before="2026-11")) == {
         "early": Decimal("400.00"),
         "q4": Decimal("600.00"),
     }
