@@ -46,16 +46,8 @@ def stored_as_truth(store: Store, period: Period) -> dict[TruthKey, int]:
 def truth_key(k: HourlyKey) -> TruthKey:
     """An hourly key in the ground truth's form (hour as ISO text)."""
     hour = datetime.fromtimestamp(k.hour_s, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-    return (
-        k.tenant_id,
-        hour,
-        k.project_id,
-        k.gpu_model,
-        k.mig_profile,
-        k.region,
-        k.provider,
-        k.cluster,
-    )
+    tenant, _, *rest = k.values()
+    return (tenant, hour, *rest)
 
 
 def compare(truth: dict[TruthKey, int], stored: dict[TruthKey, int]) -> Verification:

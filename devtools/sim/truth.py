@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devtools.sim.fleet import Job
+from pipeline.domain.usage import KEY_COLUMNS
 
 TruthKey = tuple[str, str, str, str, str, str, str, str]
 # (tenant_id, hour ISO, project_id, gpu_model, mig_profile, region, provider, cluster)
@@ -62,17 +63,7 @@ def write_truth(path: Path, truth: dict[TruthKey, int], meta: dict[str, object])
         json.dumps(
             {
                 "meta": meta,
-                "columns": [
-                    "tenant_id",
-                    "hour",
-                    "project_id",
-                    "gpu_model",
-                    "mig_profile",
-                    "region",
-                    "provider",
-                    "cluster",
-                    "usage_us",
-                ],
+                "columns": [*KEY_COLUMNS, "usage_us"],
                 "rows": rows,
             }
         )
