@@ -97,34 +97,6 @@ class Store:
         )
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
-    # -- chargeback ------------------------------------------------------------------------
-    def save_chargeback(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.ex.insert("chargeback_lines", list(rows[0]), [tuple(r.values()) for r in rows])
-
-    def chargeback(self, period: str, cost_centre: str | None = None) -> list[dict[str, Any]]:
-        cols = [
-            "period",
-            "cost_centre",
-            "tenant_id",
-            "line_key",
-            "description",
-            "quantity",
-            "unit_price",
-            "amount_minor",
-            "currency",
-            "credit_cost_centre",
-            "usage_us",
-            "busy_us",
-        ]
-        sql = f"SELECT {', '.join(cols)} FROM chargeback_lines FINAL WHERE period = %(p)s"
-        params: dict[str, Any] = {"p": period}
-        if cost_centre is not None:
-            sql += " AND cost_centre = %(cc)s"
-            params["cc"] = cost_centre
-        rows = self.ex.execute(sql + " ORDER BY cost_centre, tenant_id, line_key", params)
-        return [dict(zip(cols, r, strict=True)) for r in rows]
-
     # -- Stripe customers ------------------------------------------------------------------
     def stripe_customers(self) -> dict[str, str]:
         rows = self.ex.execute(

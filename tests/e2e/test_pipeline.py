@@ -13,6 +13,7 @@ from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
 from devtools.supervise import start_worker, stop_worker, wait_drained
 from devtools.verify import compare, expected_bills, stored_as_truth
+from pipeline.adapters.chargeback import ChargebackLedger
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
@@ -140,7 +141,7 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
     assert in_rows == line["usage_us"]
     internal = {t for t, ten in config.reference.tenants.items() if ten.kind == "internal"}
     charged = defaultdict(int)
-    for row in store.chargeback(str(period)):
+    for row in ChargebackLedger(ex).journal(str(period)):
         charged[row["tenant_id"]] += row["amount_minor"]
     for tenant in internal & set(expected):
         assert from_minor(charged[tenant], "USD") == expected[tenant][1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from pipeline.adapters.chargeback import ChargebackLedger
 from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor
 from pipeline.adapters.ledger import Ledger
 from pipeline.adapters.store import Store
@@ -102,7 +103,7 @@ def test_bill_twice_same_result_and_no_second_stripe_request(
         (r.tenant_id, r.amount, r.gpu_hours) for r in first.results
     ]
     assert next(r for r in second.results if r.tenant_id == "helix-pharma").status == "unchanged"
-    assert len(Store(engine).chargeback("2026-10")) == 1  # replaced, not appended
+    assert len(ChargebackLedger(engine).journal("2026-10")) == 1  # replaced, not appended
 
     folder = tmp_path / "2026-10" / "invoices"
     doc = json.loads((folder / "GM-2026-10-helix-pharma.json").read_text())
