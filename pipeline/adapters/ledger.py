@@ -16,7 +16,7 @@ from pipeline.domain.charged import ChargedLine
 from pipeline.domain.lifecycle import StatusEvent, current_of, current_status
 from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import from_minor
-from pipeline.domain.usage import HourlyKey
+from pipeline.domain.usage import KEY_COLUMNS, HourlyKey
 
 HEADER_COLS = [
     "invoice_id",
@@ -59,16 +59,8 @@ LINE_COLS = [
     "idempotency_key",
 ]
 EVENT_COLS = ["event_key", "status", "at", "seq", "source", "source_ref", "detail"]
-SOURCE_COLS = [
-    "hour",
-    "project_id",
-    "gpu_model",
-    "mig_profile",
-    "region",
-    "provider",
-    "cluster",
-    "usage_us",
-]
+# lineage rows: the hourly key's columns (its tenant is the invoice's), then the GPU-µs
+SOURCE_COLS = [*KEY_COLUMNS[1:], "usage_us"]
 
 
 @dataclass(frozen=True)
@@ -109,16 +101,7 @@ class InvoiceView:
 
 def source_key(tenant_id: str, row: dict[str, Any]) -> HourlyKey:
     """The hourly key of a lineage row (``ledger_line_sources``) or of a usage sample."""
-    return HourlyKey(
-        tenant_id,
-        int(row["hour"].timestamp()),
-        row["project_id"],
-        row["gpu_model"],
-        row["mig_profile"],
-        row["region"],
-        row["provider"],
-        row["cluster"],
-    )
+    return HourlyKey.from_row({**row, "tenant_id": tenant_id})
 
 
 def sync_key(revision: int) -> str:

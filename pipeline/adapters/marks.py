@@ -11,17 +11,12 @@ from datetime import UTC, datetime
 from pipeline.adapters.clickhouse import Executor
 from pipeline.domain.fingerprint import SEP, RatingMark, fingerprint_of
 from pipeline.domain.period import Period
+from pipeline.domain.usage import KEY_COLUMNS
 
+# the same fields in the same order as pipeline.domain.fingerprint.row_text
 _ROW = ", %(sep)s, ".join(
     (
-        "tenant_id",
-        "toString(toUInt32(hour))",
-        "project_id",
-        "gpu_model",
-        "mig_profile",
-        "region",
-        "provider",
-        "cluster",
+        *("toString(toUInt32(hour))" if c == "hour" else c for c in KEY_COLUMNS),
         "toString(usage_us)",
         "toString(busy_us)",
     )

@@ -21,21 +21,9 @@ EMPTY = "0:0000000000000000"  # no usage at all
 
 
 def row_text(row: UsageRow) -> str:
-    k = row.key
-    return SEP.join(
-        (
-            k.tenant_id,
-            str(k.hour_s),
-            k.project_id,
-            k.gpu_model,
-            k.mig_profile,
-            k.region,
-            k.provider,
-            k.cluster,
-            str(row.usage_us),
-            str(row.busy_us),
-        )
-    )
+    """The key's values in :data:`~pipeline.domain.usage.KEY_COLUMNS` order, then the
+    quantities. Injective: no stored value can hold U+001F (a control character)."""
+    return SEP.join((*(str(v) for v in row.key.values()), str(row.usage_us), str(row.busy_us)))
 
 
 def fingerprint_of(count: int, digest_sum: int) -> str:
