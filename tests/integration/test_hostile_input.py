@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from pipeline.adapters.clickhouse import ChdbExecutor, DriverExecutor
 from pipeline.config import Config
 from pipeline.domain.events import DecodeLimits
-from pipeline.worker.app import FaustTables
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import ClickHouseSink
+from pipeline.worker.tables import FaustTables
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.chdb]
 Ex = DriverExecutor | ChdbExecutor

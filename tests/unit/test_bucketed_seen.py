@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 from pipeline.domain.aggregate import Agg, fold
 from pipeline.domain.events import UsageSample
 from pipeline.domain.hours import to_us
-from pipeline.worker.app import BucketedSeen
 from pipeline.worker.processor import Message
+from pipeline.worker.tables import BucketedSeen
 
 
 class Table(dict):  # a Faust table stand-in: bytes -> bytes, recording each write
