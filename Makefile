@@ -11,11 +11,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The local stack's Stripe test key and webhook secret (stripe-mock; no default elsewhere).
 include infra/local.env
 export GPUMETER_STRIPE_API_KEY GPUMETER_STRIPE_WEBHOOK_SECRET
+export GPUMETER_EXPORT_PSEUDONYM_KEY GPUMETER_S3_ACCESS_KEY_ID GPUMETER_S3_SECRET_ACCESS_KEY
 
 FAULT_ARGS ?=
 BENCH_SCALE ?= 1
 
-.PHONY: demo-reset bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+.PHONY: focus-validator demo-reset bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
 
 install: $(STAMP)
 
@@ -24,6 +25,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# The FinOps Foundation's focus-validator in its own environment (Python >= 3.12 via pyenv);
+# the partner-export tests run it on real exports.
+FOCUS_VALIDATOR := $(or $(GPUMETER_LOCAL_DIR),.local)/focus-validator/venv/.installed
+focus-validator: $(FOCUS_VALIDATOR)
+
+$(FOCUS_VALIDATOR): infra/focus-validator.sh
+	bash infra/focus-validator.sh install
 
 stack-up:
 	bash infra/stack.sh up
@@ -45,7 +54,7 @@ demo-reset: install stack-up
 	$(BIN)/gpumeter reset --yes
 
 # Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
-test: install stack-up
+test: install stack-up focus-validator
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Fault injection at a larger volume than the tests: ends with the `faults: ... lost=0 double_counted=0` line.

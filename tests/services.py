@@ -77,3 +77,27 @@ def engine(
         migrate(ex)
         yield ex
         ex.close()
+
+
+@pytest.fixture(scope="session")
+def focus_validator() -> Path:
+    """The FinOps Foundation's focus-validator in its own virtual environment, installed
+    (``infra/focus-validator.sh install``, what ``make focus-validator`` runs) when missing,
+    so that a green run means the real validator ran."""
+    venv = Path(
+        subprocess.run(
+            ["bash", "infra/focus-validator.sh", "path"],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    if not (venv / ".installed").exists():
+        subprocess.run(
+            ["bash", "infra/focus-validator.sh", "install"],
+            cwd=REPO_ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return venv

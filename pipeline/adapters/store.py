@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.adapters.clickhouse import Executor
+from pipeline.domain.focus import ExportKey
 from pipeline.domain.period import Period
 from pipeline.domain.rating import UsageRow
 from pipeline.domain.usage import KEY_COLUMNS, HourlyKey
@@ -39,6 +41,28 @@ class Store:
             key = HourlyKey(*row[:n])
             out[key.tenant_id].append(UsageRow(key, int(row[n]), int(row[n + 1])))
         return dict(out)
+
+    def partner_usage(
+        self, provider: str, regions: Sequence[str], start: datetime, end: datetime
+    ) -> dict[ExportKey, int]:
+        """GPU-instance micro-seconds on one partner's capacity (its provider id and regions)
+        in ``[start, end)``, by partner-export key (projects summed up)."""
+        if not regions:
+            return {}
+        rows = self.ex.execute(
+            "SELECT toUInt32(hour), region, cluster, gpu_model, mig_profile, tenant_id, "
+            "sum(usage_us) FROM usage_hourly FINAL WHERE provider = %(provider)s "
+            "AND region IN %(regions)s AND hour >= toDateTime(%(start)s, 'UTC') "
+            "AND hour < toDateTime(%(end)s, 'UTC') "
+            "GROUP BY hour, region, cluster, gpu_model, mig_profile, tenant_id",
+            {
+                "provider": provider,
+                "regions": tuple(regions),
+                "start": _ts(start),
+                "end": _ts(end),
+            },
+        )
+        return {ExportKey(int(h), *(str(v) for v in key)): int(u) for h, *key, u in rows}
 
     def late_usage(self, period: Period) -> list[tuple[str, datetime, str, str, int, int]]:
         """Hourly keys of the period that received samples after their grace period:

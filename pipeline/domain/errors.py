@@ -69,3 +69,24 @@ class BillingError(Exception):
         super().__init__(f"[{code.value}] {message}")
         self.code = code
         self.message = message
+
+
+class ExportErrorCode(StrEnum):
+    """Partner-export errors (``gpumeter exports``, ``/partners/{id}/exports``)."""
+
+    NOT_FOUND = "exports.not_found"  # no such partner, period or file (or not yours): 404
+    # usage on a GPU model / region the partner's wholesale rate card has no price for
+    NO_WHOLESALE_PRICE = "exports.no_wholesale_price"
+    PERIOD_NOT_CLOSED = "exports.period_not_closed"  # delivering before period end + grace
+    # a delivered export's files no longer match what was delivered: never rewritten
+    DELIVERED_EXPORT_CHANGED = "exports.delivered_export_changed"
+    DELIVERY_FAILED = "exports.delivery_failed"  # the partner's bucket refused or is missing
+
+
+class ExportError(Exception):
+    """A partner-export error: a stable ``code`` and a message saying what is wrong."""
+
+    def __init__(self, code: ExportErrorCode, message: str) -> None:
+        super().__init__(f"[{code.value}] {message}")
+        self.code = code
+        self.message = message

@@ -17,6 +17,9 @@ WIRED = {
     "Invoicer",
     "BatchProcessor",
     "ClickHouseSink",
+    "Exporter",
+    "ExportLedger",
+    "S3Bucket",
 }
 # a class may build itself (e.g. a classmethod) and BillingRun owns its Invoicer
 ALLOWED = {"pipeline/bootstrap.py", "pipeline/billing/run.py"}
