@@ -155,10 +155,11 @@ def collector_outlet(settings: Settings, state_dir: Path) -> SpooledOutlet:
     idempotent producer (acks=all) with short timeouts, so that an unreachable Kafka keeps
     records in the spool instead of blocking the collector."""
     from pipeline.adapters.kafka import make_producer
-    from pipeline.collectors.publish import SpooledOutlet, usage_topics
+    from pipeline.collectors.publish import SpooledOutlet, reachable, usage_topics
     from pipeline.collectors.spool import Spool
 
     def producer() -> object:
+        reachable(settings.kafka_bootstrap)  # kafka-python leaks sockets when it cannot start
         return make_producer(
             settings.kafka_bootstrap,
             client_id="gpumeter-collector",

@@ -52,7 +52,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
     created = ensure_topics(
         settings.kafka_bootstrap,
-        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1}
+        | {settings.unattributed_topic: 1},  # collectors' usage billed to nobody
     )
     print(f"topics created: {', '.join(created) or 'none (already there)'}")
     return 0

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
+def alias_key(name: str) -> str:
+    """How GPU model names are compared: case-folded, spaces collapsed."""
+    return " ".join(name.split()).casefold()
+
+
 class GpuModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -22,6 +27,11 @@ class GpuModel(BaseModel):
     compute_slices: int = Field(default=7, gt=0, description="MIG compute slices of the parent GPU")
     mig_profiles: dict[str, int] = Field(
         default_factory=dict, description="MIG profile -> compute slices it takes"
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="names collectors observe for it (DCGM modelName, NVML name, Slurm gres "
+        "type), matched ignoring case and repeated spaces",
     )
 
     @model_validator(mode="after")
@@ -50,6 +60,28 @@ class GpuCatalog(BaseModel):
                 for name, spec in data["gpus"].items()
             }
         return data
+
+    @model_validator(mode="after")
+    def _aliases_unique(self) -> GpuCatalog:
+        seen: dict[str, str] = {}
+        for name, gpu in self.gpus.items():
+            for alias in [name, *gpu.aliases]:
+                norm = alias_key(alias)
+                if not norm:
+                    raise ValueError(f"GPU {name!r}: empty alias")
+                if seen.setdefault(norm, name) != name:
+                    raise ValueError(f"alias {alias!r} names both {seen[norm]!r} and {name!r}")
+        return self
+
+    def resolve(self, observed: str) -> str | None:
+        """The catalogue model a collector's observed name (``NVIDIA H100 80GB HBM3``,
+        ``a100``) stands for: the model's own name or one of its aliases, ignoring case and
+        repeated spaces; None when unknown."""
+        norm = alias_key(observed)
+        for name, gpu in self.gpus.items():
+            if norm == alias_key(name) or norm in {alias_key(a) for a in gpu.aliases}:
+                return name
+        return None
 
     def fraction(self, gpu_model: str, mig_profile: str) -> Fraction:
         """Share of one parent GPU that an allocation counts for (1 without MIG)."""

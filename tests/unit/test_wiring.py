@@ -20,6 +20,8 @@ WIRED = {
     "Exporter",
     "ExportLedger",
     "S3Bucket",
+    "Spool",  # a collector's spool and outlet: bounded and wired to Kafka from the settings
+    "SpooledOutlet",
 }
 # a class may build itself (e.g. a classmethod) and BillingRun owns its Invoicer
 ALLOWED = {"pipeline/bootstrap.py", "pipeline/billing/run.py"}
