@@ -12,11 +12,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 include infra/local.env
 export GPUMETER_STRIPE_API_KEY GPUMETER_STRIPE_WEBHOOK_SECRET
 export GPUMETER_EXPORT_PSEUDONYM_KEY GPUMETER_S3_ACCESS_KEY_ID GPUMETER_S3_SECRET_ACCESS_KEY
+export GPUMETER_DASHBOARD_SECRET
 
 FAULT_ARGS ?=
 BENCH_SCALE ?= 1
 
-.PHONY: focus-validator demo-reset bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
+.PHONY: browser focus-validator demo-reset bench faults install stack-up stack-down stack-status migrate demo test test-unit test-fast lint typecheck schemas clean
 
 install: $(STAMP)
 
@@ -33,6 +34,10 @@ focus-validator: $(FOCUS_VALIDATOR)
 
 $(FOCUS_VALIDATOR): infra/focus-validator.sh
 	bash infra/focus-validator.sh install
+
+# Debian's headless Chromium + chromium-driver for tests/browser (installed when missing).
+browser:
+	bash infra/browser.sh
 
 stack-up:
 	bash infra/stack.sh up
@@ -54,7 +59,7 @@ demo-reset: install stack-up
 	$(BIN)/gpumeter reset --yes
 
 # Everything: unit, integration (Kafka, ClickHouse server, chdb, stripe-mock) and end-to-end.
-test: install stack-up focus-validator
+test: install stack-up focus-validator browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Fault injection at a larger volume than the tests: ends with the `faults: ... lost=0 double_counted=0` line.

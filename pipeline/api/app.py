@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import __version__
 from pipeline.adapters.ledger import InvoiceView, Ledger
-from pipeline.api import partners
+from pipeline.api import chargeback, partners
 from pipeline.api.auth import FINANCE, Principal, TokenAuth
 from pipeline.billing.documents import customer_party
 from pipeline.billing.invoicing import Invoicer
@@ -386,6 +386,7 @@ def create_app(
 
     app.include_router(invoices)
     partners.install(app, auth)  # /partners/{id}/exports (partner tokens, finance)
+    chargeback.install(app, services, auth)  # /chargeback, /dashboard (teams, finance)
 
     def _apply(event: dict[str, Any]) -> str:
         from pipeline.billing.webhooks import apply_stripe_event

@@ -90,3 +90,8 @@ class TokenAuth:
             if hmac.compare_digest(digest, presented):
                 found = principal
         return found
+
+    def grants(self, principal: Principal) -> bool:
+        """Whether some configured token still grants ``principal`` (a dashboard session is
+        honoured only while one does)."""
+        return any(p == principal for _, p in self._tokens)

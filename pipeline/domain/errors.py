@@ -90,3 +90,26 @@ class ExportError(Exception):
         super().__init__(f"[{code.value}] {message}")
         self.code = code
         self.message = message
+
+
+class ChargebackErrorCode(StrEnum):
+    """Team cost report errors (``gpumeter chargeback``, ``/chargeback``, ``/dashboard``)."""
+
+    INVALID_PERIOD = "chargeback.invalid_period"  # not YYYY-MM: 422
+    INVALID_COST_CENTRE = "chargeback.invalid_cost_centre"  # not a cost-centre path: 422
+    UNAUTHORIZED = "chargeback.unauthorized"  # no token or session, or an unknown one: 401
+    FORBIDDEN = "chargeback.forbidden"  # a token whose role sees no cost (partner): 403
+    # no report for that period, or a cost centre outside the caller's subtree: 404
+    NOT_FOUND = "chargeback.not_found"
+    INVALID_REQUEST = "chargeback.invalid_request"  # a login form or origin we refuse: 400
+    INVALID_CAPACITY = "chargeback.invalid_capacity"  # config/capacity.yaml
+    INVALID_BUDGET = "chargeback.invalid_budget"  # config/budgets.yaml
+
+
+class ChargebackError(Exception):
+    """A team cost report error: a stable ``code`` and a message saying what is wrong."""
+
+    def __init__(self, code: ChargebackErrorCode, message: str) -> None:
+        super().__init__(f"[{code.value}] {message}")
+        self.code = code
+        self.message = message
