@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from devtools.exports_demo import show_exports
 from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
 from devtools.supervise import start_worker, stop_worker, wait_drained
@@ -79,6 +80,7 @@ def run_demo(
         )
         console.print(example.line(), markup=False, soft_wrap=True)
     console.print(rec.summary_line(), markup=False, soft_wrap=True)
+    exports_ok = show_exports(settings, config, st, period, console)
     dlq = sum(end_offsets(settings.kafka_bootstrap, settings.dlq_topic).values())
     console.print(
         f"published with {sim.duplicates} resent messages (deduplicated) and {sim.late_messages} "
@@ -90,4 +92,4 @@ def run_demo(
     console.print(f"ClickHouse active parts: {parts}")
     console.print(f"ground truth: {sim.truth_path}")
     console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
-    return 0 if v.exact and rec.clean and not report.failed else 1
+    return 0 if v.exact and rec.clean and not report.failed and exports_ok else 1

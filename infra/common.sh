@@ -1,5 +1,6 @@
 # shellcheck shell=bash disable=SC2016  # single-quoted bash -c scripts are intentional
-# infra/common.sh - shared helpers, sourced by kafka.sh, clickhouse.sh, stripe-mock.sh, stack.sh.
+# infra/common.sh - shared helpers, sourced by kafka.sh, clickhouse.sh, stripe-mock.sh,
+# moto-s3.sh, stack.sh.
 #
 # A service script sets SERVICE, PROC_MATCH (a string found in the process's command
 # line), PORTS (ports it will listen on; the first is the main one), START_TIMEOUT and
@@ -27,6 +28,7 @@ CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-18123}
 CLICKHOUSE_INTERSERVER_PORT=${CLICKHOUSE_INTERSERVER_PORT:-19009}
 STRIPE_MOCK_PORT=${STRIPE_MOCK_PORT:-12111}
 STRIPE_MOCK_HTTPS_PORT=${STRIPE_MOCK_HTTPS_PORT:-12112}
+S3_PORT=${S3_PORT:-18333}
 
 log() { printf '[%s] %s\n' "${SERVICE:-infra}" "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "${SERVICE:-infra}" "$*" >&2; exit 1; }

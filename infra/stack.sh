@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The whole local stack: Kafka, ClickHouse, stripe-mock.
+# The whole local stack: Kafka, ClickHouse, stripe-mock, S3 (moto).
 # usage: infra/stack.sh {up|down|status|env|restart-kafka|restart-clickhouse}
 #   up/env print `export ...` lines on stdout (logs go to stderr): eval "$(infra/stack.sh up)"
 source "$(dirname "$0")/common.sh"
 SERVICE=stack
-SERVICES=(kafka clickhouse stripe-mock)
+SERVICES=(kafka clickhouse stripe-mock moto-s3)
 
 print_env() {
   cat <<ENV
@@ -12,6 +12,7 @@ export GPUMETER_KAFKA_BOOTSTRAP=localhost:$KAFKA_PORT
 export GPUMETER_CLICKHOUSE_HOST=127.0.0.1
 export GPUMETER_CLICKHOUSE_PORT=$CLICKHOUSE_PORT
 export GPUMETER_STRIPE_API_BASE=http://127.0.0.1:$STRIPE_MOCK_PORT
+export GPUMETER_S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 ENV
   # the local stack's Stripe test key and webhook secret (infra/local.env)
   sed -n 's/^\(GPUMETER_[A-Z_]*=.*\)$/export \1/p' "$INFRA_DIR/local.env"
@@ -26,6 +27,7 @@ gpumeter local stack is up ($((SECONDS - start))s); data, logs and pids in $LOCA
   kafka        localhost:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)
   clickhouse   native 127.0.0.1:$CLICKHOUSE_PORT, http http://127.0.0.1:$CLICKHOUSE_HTTP_PORT (interserver $CLICKHOUSE_INTERSERVER_PORT)
   stripe-mock  http://127.0.0.1:$STRIPE_MOCK_PORT, https://127.0.0.1:$STRIPE_MOCK_HTTPS_PORT
+  s3 (moto)    http://127.0.0.1:$S3_PORT
 
 SUMMARY
   print_env

@@ -37,29 +37,6 @@ def _exporter(args: argparse.Namespace, settings: Settings) -> Any:
     return ex
 
 
-def _line(res: Any) -> str:
-    if res.state == "failed":
-        return f"{res.partner_id}: FAILED {res.error}"
-    m = res.manifest or {}
-    what = {
-        "written": "written",
-        "unchanged": "unchanged (rebuilt byte for byte)",
-        "delivered": "delivered" if res.newly_delivered else "already delivered, left as is",
-    }[res.state]
-    text = (
-        f"{res.partner_id}: {what}: {m.get('rows', 0)} rows ({m.get('correction_rows', 0)} "
-        f"corrections), {m.get('totals', {}).get('pricing_quantity', '0')} GPU-hours, "
-        f"billed {m.get('totals', {}).get('billed_cost_rounded', '0')} "
-        f"{m.get('billing_currency', '')}, run {m.get('run_id', '-')} -> {res.directory}"
-    )
-    if res.pushed is not None:
-        text += (
-            f"; pushed to {res.pushed.url}: {len(res.pushed.uploaded)} uploaded, "
-            f"{len(res.pushed.unchanged)} already there"
-        )
-    return text
-
-
 @_exports_errors
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.domain.period import Period
@@ -67,7 +44,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     period = Period.parse(args.period)
     results = _exporter(args, settings).build(period, args.partner)
     for res in results:
-        print(_line(res))
+        print(res.line())
     return 1 if any(r.state == "failed" for r in results) else 0
 
 
@@ -81,7 +58,7 @@ def cmd_deliver(args: argparse.Namespace, settings: Settings) -> int:
     opener = None if args.no_push else functools.partial(bucket, settings)
     results = ex.deliver(period, args.partner, opener)
     for res in results:
-        print(_line(res))
+        print(res.line())
     return 1 if any(r.state == "failed" for r in results) else 0
 
 

@@ -94,6 +94,30 @@ class PartnerExport:
     def rows(self) -> int:
         return int(self.manifest["rows"]) if self.manifest else 0
 
+    def line(self) -> str:
+        """One line saying what happened, for the CLI and the demo."""
+        if self.state == "failed":
+            return f"{self.partner_id}: FAILED {self.error}"
+        m = self.manifest or {}
+        totals = m.get("totals", {})
+        what = {
+            "written": "written",
+            "unchanged": "unchanged (rebuilt byte for byte)",
+            "delivered": "delivered" if self.newly_delivered else "already delivered, left as is",
+        }[self.state]
+        text = (
+            f"{self.partner_id}: {what}: {m.get('rows', 0)} rows ({m.get('correction_rows', 0)} "
+            f"corrections), {totals.get('pricing_quantity', '0')} GPU-hours, billed "
+            f"{totals.get('billed_cost_rounded', '0')} {m.get('billing_currency', '')}, run "
+            f"{m.get('run_id', '-')} -> {self.directory}"
+        )
+        if self.pushed is not None:
+            text += (
+                f"; pushed to {self.pushed.url}: {len(self.pushed.uploaded)} uploaded, "
+                f"{len(self.pushed.unchanged)} already there"
+            )
+        return text
+
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

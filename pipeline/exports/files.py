@@ -3,11 +3,12 @@ last, listing each data file's name, row count, byte size and SHA-256 with the c
 FOCUS version, the period, the partner, a run id and when it was generated.
 
 Both data files are functions of the rows only (CSV: RFC 4180 with CRLF, UTF-8, decimals in
-plain notation without trailing zeros, date/times ``YYYY-MM-DDTHH:MM:SSZ``, null = empty
-field; Parquet: written by pyarrow with fixed types and options), so building the same rows
-again gives the same bytes. The run id is derived from the files' hashes; a rebuild with the
-same files leaves the manifest as it is (its ``generated_at`` is when that content was first
-written), so the whole export is byte-identical.
+plain notation with at least one decimal place and no other trailing zeros, date/times
+``YYYY-MM-DDTHH:MM:SSZ``, null = empty field; Parquet: written by pyarrow with fixed types and
+options), so building the same rows again gives the same bytes. The run id is derived from
+the files' hashes; a rebuild with the same files leaves the manifest as it is (its
+``generated_at`` is when that content was first written), so the whole export is
+byte-identical.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def data_file_names(partner_id: str, period: str) -> dict[str, str]:
 def csv_text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, Decimal):
-        if value == 0:
-            return "0"
-        text = format(value, "f")
-        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, Decimal):  # always with a decimal point: readers infer Decimal
+        text = format(abs(value) if value == 0 else value, "f")
+        if "." not in text:
+            return f"{text}.0"
+        text = text.rstrip("0")
+        return f"{text}0" if text.endswith(".") else text
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)

@@ -40,6 +40,8 @@ def test_published_ports_match_the_local_stack() -> None:
     assert str(infra_default("CLICKHOUSE_HTTP_PORT")) in ports["clickhouse"]
     assert str(infra_default("STRIPE_MOCK_PORT")) in ports["stripe-mock"]
     assert s.stripe_api_base.endswith(f":{infra_default('STRIPE_MOCK_PORT')}")
+    assert str(infra_default("S3_PORT")) in ports["s3"]
+    assert s.s3_endpoint_url.endswith(f":{infra_default('S3_PORT')}")
     assert f"{s.api_port}" in ports["api"]
     assert COMPOSE["services"]["api"]["environment"]["GPUMETER_API_PORT"] == str(s.api_port)
 
@@ -58,6 +60,10 @@ def test_images_are_the_real_services_at_the_pinned_versions() -> None:
         re.M,
     )
     assert stripe_pin and images["stripe-mock"] == f"stripe/stripe-mock:{stripe_pin.group(1)}"
+    moto_pin = re.search(
+        r"^MOTO_VERSION=([\d.]+)$", (REPO_ROOT / "infra" / "moto-s3.sh").read_text(), re.M
+    )
+    assert moto_pin and images["s3"] == f"motoserver/moto:{moto_pin.group(1)}"
 
 
 def test_dockerfile_installs_the_package_it_runs() -> None:

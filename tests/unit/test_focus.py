@@ -233,7 +233,8 @@ def test_files_are_functions_of_the_rows(config: Config) -> None:
     header, first = csv_bytes(rows).decode().split("\r\n")[:2]
     assert header.split(",") == list(COLUMN_NAMES)
     assert ",2026-10-01T00:00:00Z," in first
-    assert csv_text(Decimal("1.500000000")) == "1.5" and csv_text(Decimal("0E-15")) == "0"
+    assert csv_text(Decimal("1.500000000")) == "1.5" and csv_text(Decimal("0E-15")) == "0.0"
+    assert csv_text(Decimal("268")) == "268.0"  # a decimal to readers that infer types
     assert csv_text(Decimal("-0.25")) == "-0.25" and csv_text(None) == ""
 
 
