@@ -90,6 +90,9 @@ def run_demo(
     console.print(f"dead-letter topic {settings.dlq_topic}: {dlq} records (gpumeter dlq count)")
     parts = ", ".join(f"{t}={n}" for t, n in st.active_parts().items())
     console.print(f"ClickHouse active parts: {parts}")
+    from devtools import dashboard
+
+    teams_ok = dashboard.show(settings, config, st, period, console)
     console.print(f"ground truth: {sim.truth_path}")
     console.print(f"demo finished in {time.monotonic() - t0:.0f}s")
-    return 0 if v.exact and rec.clean and not report.failed and exports_ok else 1
+    return 0 if v.exact and rec.clean and not report.failed and exports_ok and teams_ok else 1

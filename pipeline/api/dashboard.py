@@ -297,6 +297,6 @@ def install(app: FastAPI, access: Access, auth: TokenAuth, sessions: Sessions) -
             lines_shown=min(len(view.lines), LINES_SHOWN),
             csv_url=f"/chargeback/{p}/lines.csv" + (f"?{urlencode(csv_q)}" if csv_q else ""),
             up=_up(view),
-            top=_link(p) if root else None,
+            top=_link(p) if root and view.focus.path != (view.scope or ()) else None,
             daily=_json_block(report["daily"]),
         )
