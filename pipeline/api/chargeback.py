@@ -191,11 +191,11 @@ def report_json(view: ReportView) -> dict[str, Any]:
     from pipeline.domain.budgets import projected_minor
 
     period = Period.parse(view.period)
+    # finance's whole view: the platform's cost (charged + unshared idle); otherwise what the
+    # view's root is charged
+    mtd = view.platform_cost_minor if view.platform_cost_minor is not None else totals.charged_minor
     projection = projected_minor(
-        totals.charged_minor - totals.adjustment_minor,
-        totals.adjustment_minor,
-        period,
-        view.as_of,
+        mtd - totals.adjustment_minor, totals.adjustment_minor, period, view.as_of
     )
     idle: dict[tuple[str, str], list[Any]] = {}
     for ln in view.lines:
@@ -213,7 +213,8 @@ def report_json(view: ReportView) -> dict[str, Any]:
         "scope": "/".join(view.scope) if view.scope is not None else None,
         "root": {"cost_centre": focus.cost_centre, "project": focus.project} if focus else None,
         "headline": {
-            "month_to_date": money(totals.charged_minor, cur),
+            "of": "platform cost" if view.platform_cost_minor is not None else "charged",
+            "month_to_date": money(mtd, cur),
             "projected": money(projection, cur),
             "budget": money(root_budget.budget_minor, cur) if root_budget else None,
             "budget_status": root_budget.status if root_budget else None,

@@ -159,7 +159,9 @@ class TeamCosts:
         self._cache: OrderedDict[tuple[str, int], list[CostLine]] = OrderedDict()
 
     # -- building --------------------------------------------------------------------------
-    def allocate(self, period: Period, rows: dict[str, list[UsageRow]]) -> Allocation:
+    def allocate(
+        self, period: Period, rows: dict[str, list[UsageRow]], until: datetime | None = None
+    ) -> Allocation:
         return allocate(
             period,
             (r for rs in rows.values() for r in rs),
@@ -167,7 +169,20 @@ class TeamCosts:
             self.config.reference.catalog,
             self.team.node_of,
             self.team.platform,
+            until,
         )
+
+    def as_of(self, period: Period, rows: dict[str, list[UsageRow]]) -> datetime:
+        """The data's time: the end of the latest hour with usage, or the period's end once
+        it is over (capacity and idle are counted up to it)."""
+        if self.clock() >= period.end:
+            return period.end
+        last = max(
+            (r.key.hour_s for rs in rows.values() for r in rs if r.usage_us > 0), default=None
+        )
+        if last is None:
+            return period.start
+        return min(datetime.fromtimestamp(last + 3600, UTC), period.end)
 
     def build(self, period: Period) -> BuildResult:
         p = str(period)
@@ -178,7 +193,8 @@ class TeamCosts:
         if head is not None and head.status == "closed":
             return self._closed(period, head, closed)
         rows = self.store.hourly_rows(period)
-        alloc = self.allocate(period, rows)
+        as_of = self.as_of(period, rows)
+        alloc = self.allocate(period, rows, as_of)
         fp = period_fingerprint({t: usage_fingerprint(rs) for t, rs in rows.items()})
         adjustments, covers = self._adjustments(period, closed)
         lines = alloc.lines + adjustments
@@ -187,15 +203,6 @@ class TeamCosts:
         revision = head.revision if head is not None else 0
         if head is None or head.content_hash != chash or status == "closed":
             revision += 1
-            last_hour = max(
-                (r.key.hour_s for rs in rows.values() for r in rs if r.usage_us > 0), default=None
-            )
-            data_end = (
-                datetime.fromtimestamp(last_hour + 3600, UTC) if last_hour is not None else None
-            )
-            as_of = (
-                period.end if now >= period.end or data_end is None else min(data_end, period.end)
-            )
             detail = {
                 "units": [_unit_json(u) for u in alloc.units],
                 "daily": [

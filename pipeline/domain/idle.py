@@ -32,6 +32,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from fractions import Fraction
 
 from pipeline.domain.capacity import CapacityPlan
@@ -175,9 +176,12 @@ def allocate(
     catalog: GpuCatalog,
     node_of: Callable[[str, str], NodeKey],
     platform: NodeKey,
+    until: datetime | None = None,
 ) -> Allocation:
     """The period's cost allocation (see the module doc). ``node_of(tenant, project)`` places
-    a consumer in the hierarchy (``project`` '' : the tenant's cost centre itself).
+    a consumer in the hierarchy (``project`` '' : the tenant's cost centre itself). ``until``
+    (a whole hour) ends the capacity counted before the period's end: a month in progress
+    has had capacity (and idle) only up to the data's time.
 
     Exact in integers until the lines: GPU time in slice-micro-seconds (``usage_us`` x the MIG
     profile's slices x ``L / compute_slices``, with ``L`` the least common multiple of the
@@ -185,6 +189,7 @@ def allocate(
     summed without a fraction per row."""
     p = str(period)
     start_s, end_s = int(period.start.timestamp()), int(period.end.timestamp())
+    cap_end_s = end_s if until is None else max(start_s, min(end_s, int(until.timestamp())))
     digits = minor_digits(plan.currency)
     slices = 1
     for gpu in catalog.gpus.values():
@@ -287,7 +292,7 @@ def allocate(
         )
         cap_total = used_total = idle_total = over_total = 0
         for hour_s in range(start_s, end_s, HOUR_S):
-            found = entry(cluster, model, hour_s) if listed else None
+            found = entry(cluster, model, hour_s) if listed and hour_s < cap_end_s else None
             cap = found[0] * unit_per_hour if found is not None else 0
             used = alloc_h.get((cluster, model, hour_s), 0)
             if not cap and not used:

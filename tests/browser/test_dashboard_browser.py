@@ -240,5 +240,6 @@ def test_finance_sees_the_platform_cost_identity(served: dict[str, Any], browser
     assert text(d, "platform-cost") == str(from_minor(platform, "USD"))
     assert text(d, "platform-unshared") == str(from_minor(unshared, "USD"))
     assert text(d, "platform-charged") == str(from_minor(platform - unshared, "USD"))
+    assert text(d, "headline-mtd") == str(from_minor(platform, "USD"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     d.save_screenshot(str(ARTIFACTS / "dashboard-finance.png"))

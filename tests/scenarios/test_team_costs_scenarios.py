@@ -164,3 +164,20 @@ def test_scopes_subtrees_and_exact_roll_ups_on_the_stored_lines(world: World) ->
     with pytest.raises(ChargebackError) as err:
         tc.view(NOV, None)
     assert err.value.code == ChargebackErrorCode.NOT_FOUND
+
+
+def test_month_to_date_and_the_run_rate_projection_mid_month(world: World) -> None:
+    tc = costs(world, [{"cost_centre": "rnd/a", "monthly": "40.00"}])
+    world.spread("team-a", at(10, 1), 240, 240 * H // 10)  # 0.1 GPU for the first 10 days
+    world.clock.set(at(10, 11, 5))  # the data runs to 2026-10-11T00:00
+    r = tc.build(OCT)
+    assert r.status == "draft"
+    view = tc.view(OCT, ("rnd", "a"))
+    assert view.as_of == at(10, 11)
+    budget = view.budgets[("rnd", "a")]
+    # capacity so far: 1 GPU x 240 h at 1.00, used 24 GPU-h; the idle of those 10 days only is
+    # shared (proportional: all to its only user), not the rest of the month's
+    assert view.platform_cost_minor is None and tc.view(OCT, None).platform_cost_minor == 24000
+    assert (view.totals.usage_minor, view.totals.idle_share_minor) == (2400, 21600)
+    assert budget.mtd_minor == 24000 and budget.status == "over"
+    assert budget.projected_minor == 74400  # 240.00 x 31 / 10 days
