@@ -119,7 +119,7 @@ class ExportLedger:
             "mig_profile, tenant_id, usage_us FROM export_delivered_usage FINAL "
             "WHERE partner_id = %(p)s AND hour >= toDateTime(%(start)s, 'UTC') "
             "AND hour < toDateTime(%(end)s, 'UTC')",
-            {"p": partner_id, "start": _ts(start), "end": _ts(end)},
+            {"p": partner_id, "start": start, "end": end},
         )
         out: dict[ExportKey, int] = defaultdict(int)
         for period, run, hour, region, cluster, model, mig, tenant, usage in rows:
@@ -129,10 +129,6 @@ class ExportLedger:
                 )
                 out[key] += int(usage)
         return dict(out)
-
-
-def _ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _utc(value: datetime) -> datetime:

@@ -347,8 +347,14 @@ def test_the_cli_builds_and_verifies(
 @pytest.mark.focus
 @pytest.mark.slow
 def test_an_export_with_corrections_passes_the_focus_validator(
-    db: DriverExecutor, settings: Settings, config: Config, focus_validator: Path
+    db: DriverExecutor,
+    settings: Settings,
+    config: Config,
+    focus_validator: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from pipeline.cli import main
     from pipeline.exports.validator import run_validator
 
     nw = "northwind-cloud"
@@ -362,7 +368,45 @@ def test_an_export_with_corrections_passes_the_focus_validator(
     write(db, hourly(config, NOV, 12, seed=18))
     (nov,) = ex.build(NOV, nw)
     assert nov.manifest is not None and nov.manifest["correction_rows"] == len(late)
-    for f in sorted(ex.directory("2026-11", nw).glob("*focus*")):
-        report = run_validator(focus_validator, f)
-        assert report.ok, report.line()
-        assert report.total > 500 and report.passed > 250, report.summary
+    (parquet,) = ex.directory("2026-11", nw).glob("*.parquet")
+    report = run_validator(focus_validator, parquet)
+    assert report.ok, report.line()
+    assert report.total > 500 and report.passed > 250, report.summary
+    assert set(report.excused) == {"InvoiceId-C-004-C"}  # the OR branch; every other rule counts
+    # the CLI runs it the same way, here on the CSV file
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    monkeypatch.setenv("GPUMETER_OUT_DIR", str(settings.out_dir))
+    monkeypatch.setenv("GPUMETER_FOCUS_VALIDATOR_VENV", str(focus_validator))
+    argv = ["exports", "validate", "--period", "2026-11", "--partner", nw, "--format", "csv"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Total: " in out and "| Fail: 1 |" in out and "; ok; excused: InvoiceId-C-004-C" in out
+    assert out.strip().endswith("focus-validator: period=2026-11 files=1 failed=0")
+
+
+def test_hostile_names_come_back_byte_for_byte_and_projects_never_appear(
+    db: DriverExecutor, settings: Settings, config: Config
+) -> None:
+    h = int(OCT.start.timestamp())
+    clusters = ["a:b/c@d+e=f.g_h-1", "Z" * 128, "c1"]
+    projects = ['x",\r\n,y', "\u202eevil", "'; DROP TABLE usage_hourly; --", "日本語", ""]
+    usage = {
+        HourlyKey("acme-ai", h, p, "H100", "", "us-east-1", "northwind-cloud", c): 1000 + i
+        for i, (p, c) in enumerate((p, c) for p in projects for c in clusters)
+    }
+    write(db, usage)
+    ex = make(settings, config, db, Clock(datetime(2026, 11, 2, tzinfo=UTC)))
+    (res,) = ex.build(OCT, "northwind-cloud")
+    d = ex.directory("2026-10", "northwind-cloud")
+    rows = read_parquet_rows(next(d.glob("*.parquet")))
+    assert sorted(r["x_Cluster"] for r in rows) == sorted(clusters)  # projects summed up
+    for r in rows:
+        want = sum(u for k, u in usage.items() if k.cluster == r["x_Cluster"])
+        assert r["x_UsageMicroseconds"] == want
+        assert r["ResourceId"] == f"northwind-cloud/us-east-1/{r['x_Cluster']}"
+    text = next(d.glob("*.csv")).read_text(encoding="utf-8")
+    assert all(p not in text for p in projects if p)
+    assert [r["x_Cluster"] for r in read_csv_rows(next(d.glob("*.csv")))] == [
+        r["x_Cluster"] for r in rows
+    ]
+    assert verify(ex, OCT, "northwind-cloud").clean  # CSV and Parquet agree value for value

@@ -138,3 +138,26 @@ def test_other_callers_are_refused(api: Api) -> None:
     assert (team.status_code, team.json()["code"]) == (403, "billing.forbidden")
     # partner tokens stay refused on the finance routes
     assert api.get("/invoices?period=2026-10", NORTHWIND).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/partners/northwind-cloud%00/exports",
+        "/partners/north%0Awind/exports",
+        "/partners/%E2%80%AEdc-nwo/exports",  # right-to-left override
+        "/partners/" + "n" * 5000 + "/exports",
+        "/partners/northwind-cloud' OR '1'='1/exports",
+        "/partners/northwind-cloud/exports/2026-10%00/manifest.json",
+        "/partners/northwind-cloud/exports/..%2F..%2Fconfig/wholesale.yaml",
+        "/partners/northwind-cloud/exports/2026-10/..%5Cmanifest.json",
+        "/partners/northwind-cloud/exports/2026-10/manifest.json%00.csv",
+        "/partners/northwind-cloud/exports/2026-10/" + "x" * 5000,
+        "/partners/northwind-cloud/exports/%2A/manifest.json",
+    ],
+)
+def test_hostile_paths_find_nothing(api: Api, path: str) -> None:
+    for token in (NORTHWIND, FINANCE):
+        r = api.get(path, token)
+        assert r.status_code == 404, (path, r.status_code, r.text[:200])
+        assert b"Northwind" not in r.content and b"GPUmeter" not in r.content
