@@ -19,6 +19,8 @@ from pipeline.settings import Settings, required
 
 if TYPE_CHECKING:
     from pipeline.adapters.s3 import S3Bucket
+    from pipeline.api.auth import TokenAuth
+    from pipeline.api.dashboard import Sessions
     from pipeline.billing.invoicing import Invoicer
     from pipeline.billing.run import BillingRun
     from pipeline.billing.teams import TeamCosts
@@ -247,3 +249,11 @@ def team_costs(
 
     team = load_team_config(settings.config_dir, config)
     return TeamCosts(config, team, st, TeamCostBook(st.ex), clock, draft_grace(settings))
+
+
+def dashboard_sessions(settings: Settings, auth: TokenAuth) -> Sessions:
+    """The dashboard's session cookies: signed with ``GPUMETER_DASHBOARD_SECRET`` (required,
+    at least 32 characters), valid ``GPUMETER_DASHBOARD_SESSION_MINUTES``."""
+    from pipeline.api.dashboard import Sessions
+
+    return Sessions.from_settings(settings, auth)

@@ -387,7 +387,9 @@ def install(app: FastAPI, services: Any, auth: TokenAuth) -> Access:
         )
 
     access = Access(services.lock, build)
-    sessions = dashboard.Sessions.from_settings(services.settings, auth)
+    from pipeline.bootstrap import dashboard_sessions
+
+    sessions = dashboard_sessions(services.settings, auth)
     app.state.chargeback = access
     app.state.chargeback_auth = (auth, sessions)
 
