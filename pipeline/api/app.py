@@ -268,17 +268,11 @@ def create_app(
     def finance(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        principal = auth.authenticate(creds.credentials if creds is not None else None)
-        if principal is None:
-            raise BillingError(
-                BillingErrorCode.UNAUTHORIZED,
-                "missing or unknown bearer token (Authorization: Bearer <token>)",
-            )
-        if principal.role != FINANCE:
-            raise BillingError(
-                BillingErrorCode.FORBIDDEN, "this endpoint needs a token with the finance role"
-            )
-        return principal
+        return auth.require(
+            creds.credentials if creds is not None else None,
+            (FINANCE,),
+            "this endpoint needs a token with the finance role",
+        )
 
     PeriodQ = Annotated[str, Query(description="usage period, YYYY-MM", examples=["2026-10"])]
     StatusQ = Annotated[Status | None, Query(description="only invoices in this status")]

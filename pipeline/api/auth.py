@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from pipeline.domain.errors import BillingError, BillingErrorCode
 from pipeline.settings import SettingsError
 
 ROLES = ("finance", "team", "partner")
@@ -90,6 +91,20 @@ class TokenAuth:
             if hmac.compare_digest(digest, presented):
                 found = principal
         return found
+
+    def require(self, token: str | None, roles: tuple[str, ...], refusal: str) -> Principal:
+        """The principal of a bearer token whose role is one of ``roles``; otherwise
+        ``billing.unauthorized`` (no or an unknown token: 401) or ``billing.forbidden`` with
+        ``refusal`` (another role: 403)."""
+        principal = self.authenticate(token)
+        if principal is None:
+            raise BillingError(
+                BillingErrorCode.UNAUTHORIZED,
+                "missing or unknown bearer token (Authorization: Bearer <token>)",
+            )
+        if principal.role not in roles:
+            raise BillingError(BillingErrorCode.FORBIDDEN, refusal)
+        return principal
 
     def grants(self, principal: Principal) -> bool:
         """Whether some configured token still grants ``principal`` (a dashboard session is

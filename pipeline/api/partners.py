@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from pipeline.api.auth import FINANCE, Principal, TokenAuth
-from pipeline.domain.errors import BillingError, BillingErrorCode, ExportError, ExportErrorCode
+from pipeline.domain.errors import ExportError, ExportErrorCode
 
 if TYPE_CHECKING:
     from pipeline.exports.builder import Exporter
@@ -108,17 +108,11 @@ def install(app: FastAPI, auth: TokenAuth) -> None:
     def reader(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        principal = auth.authenticate(creds.credentials if creds is not None else None)
-        if principal is None:
-            raise BillingError(
-                BillingErrorCode.UNAUTHORIZED,
-                "missing or unknown bearer token (Authorization: Bearer <token>)",
-            )
-        if principal.role not in (FINANCE, "partner"):
-            raise BillingError(
-                BillingErrorCode.FORBIDDEN, "partner exports need a partner or finance token"
-            )
-        return principal
+        return auth.require(
+            creds.credentials if creds is not None else None,
+            (FINANCE, "partner"),
+            "partner exports need a partner or finance token",
+        )
 
     def scope(principal: Principal, partner_id: str) -> bool:
         """Whether the caller reads only delivered exports; 404 for a partner it may not
