@@ -40,8 +40,8 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.domain.errors import ExportError, ExportErrorCode
-from pipeline.domain.hours import HOUR_US
-from pipeline.domain.money import minor_digits
+from pipeline.domain.hours import HOUR_US, on_whole_hour
+from pipeline.domain.money import minor_digits, refuse_float
 from pipeline.domain.period import Period
 from pipeline.domain.reference import ID_PATTERN, GpuCatalog
 
@@ -162,14 +162,6 @@ COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
 
 # -- the partner's wholesale rate card (reference data, config/wholesale.yaml) -------------------
-def _no_float(v: object) -> object:
-    if isinstance(v, float):
-        raise ValueError(
-            f"price is a binary float ({v!r}); write it as a quoted decimal string, e.g. '{v}'"
-        )
-    return v
-
-
 class WholesalePrice(BaseModel):
     """What the partner charges us per full-GPU hour of one GPU model (a MIG instance: its
     fraction), optionally in one region only, valid from ``effective_from`` (inclusive) until
@@ -189,7 +181,7 @@ class WholesalePrice(BaseModel):
     @field_validator("list_price", "contracted_price", mode="before")
     @classmethod
     def _floats(cls, v: object) -> object:
-        return _no_float(v)
+        return refuse_float(v)
 
     @field_validator("list_price", "contracted_price")
     @classmethod
@@ -206,12 +198,7 @@ class WholesalePrice(BaseModel):
     @field_validator("effective_from", "effective_until")
     @classmethod
     def _whole_hour(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return v
-        v = v.astimezone(UTC)
-        if v.minute or v.second or v.microsecond:
-            raise ValueError(f"{v.isoformat()} is not on a whole UTC hour (rows are hourly)")
-        return v
+        return on_whole_hour(v)
 
     @model_validator(mode="after")
     def _dates(self) -> WholesalePrice:

@@ -48,3 +48,16 @@ def split_by_hour(start_us: int, end_us: int) -> list[tuple[int, int]]:
         cursor = nxt
         hour += HOUR_US
     return parts
+
+
+def on_whole_hour(value: datetime | None) -> datetime | None:
+    """An effective date as configured, in UTC; refused unless on a whole hour, because
+    usage is metered per hour (a change mid-hour could not be applied)."""
+    if value is None:
+        return value
+    value = value.astimezone(UTC)
+    if value.minute or value.second or value.microsecond:
+        raise ValueError(
+            f"{value.isoformat()} is not on a whole UTC hour (usage is metered per hour)"
+        )
+    return value

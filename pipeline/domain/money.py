@@ -49,3 +49,14 @@ def to_minor(amount: Decimal, currency: str) -> int:
 def from_minor(minor: int, currency: str) -> Decimal:
     digits = minor_digits(currency)
     return (Decimal(minor).scaleb(-digits)).quantize(Decimal(1).scaleb(-digits))
+
+
+def refuse_float(value: object) -> object:
+    """A price as configured: a binary float is refused (it cannot hold most decimal prices
+    exactly); anything else is left to the field's own validation."""
+    if isinstance(value, float):
+        raise ValueError(
+            f"price is a binary float ({value!r}); write it as a quoted decimal string, "
+            f"e.g. '{value}'"
+        )
+    return value

@@ -20,9 +20,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from pipeline.domain.charges import Tier, check_tiers, graduated, volume
 from pipeline.domain.errors import BillingError, BillingErrorCode
-from pipeline.domain.hours import HOUR_US
+from pipeline.domain.hours import HOUR_US, on_whole_hour
 from pipeline.domain.line_key import LineKey
-from pipeline.domain.money import minor_digits, round_money, to_minor
+from pipeline.domain.money import minor_digits, refuse_float, round_money, to_minor
 from pipeline.domain.reference import GpuCatalog
 from pipeline.domain.usage import HourlyKey
 
@@ -55,23 +55,12 @@ class Price(BaseModel):
     @field_validator("price", mode="before")
     @classmethod
     def _no_float(cls, v: object) -> object:
-        if isinstance(v, float):
-            raise ValueError(
-                f"price is a binary float ({v!r}); write it as a quoted decimal string, e.g. '{v}'"
-            )
-        return v
+        return refuse_float(v)
 
     @field_validator("effective_from", "effective_until")
     @classmethod
     def _whole_hour(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return v
-        v = v.astimezone(UTC)
-        if v.minute or v.second or v.microsecond:
-            raise ValueError(
-                f"{v.isoformat()} is not on a whole UTC hour (usage is metered per hour)"
-            )
-        return v
+        return on_whole_hour(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Price:
