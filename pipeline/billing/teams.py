@@ -156,7 +156,7 @@ class TeamCosts:
         self.clock = clock
         self.grace = grace
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, int], list[CostLine]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple[Revision, list[CostLine]]] = OrderedDict()
 
     # -- building --------------------------------------------------------------------------
     def allocate(
@@ -287,18 +287,23 @@ class TeamCosts:
         return _result(p, head.revision, status, head.currency, head.platform_cost_minor, lines)
 
     # -- reading ---------------------------------------------------------------------------
-    def _lines(self, period: str, revision: int) -> list[CostLine]:
+    def _read(self, period: str, revision: int) -> tuple[Revision, list[CostLine]]:
+        """A revision with its detail and lines; revisions never change, so the last few read
+        are kept in memory."""
         key = (period, revision)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        lines = self.book.lines(period, revision)
+        rev = self.book.revision(period)
+        if rev is None or rev.revision != revision:  # a newer one was written meanwhile
+            rev = self.book.latest([period], with_detail=True)[period]
+        found = (rev, self.book.lines(period, rev.revision))
         with self._lock:
-            self._cache[key] = lines
+            self._cache[(period, rev.revision)] = found
             while len(self._cache) > 8:
                 self._cache.popitem(last=False)
-        return lines
+        return found
 
     def periods(self) -> list[str]:
         """Periods with a report, newest first."""
@@ -318,13 +323,13 @@ class TeamCosts:
                 focus = root
             elif not focus.within(scope):
                 raise _not_found(p, focus)
-        rev = self.book.revision(p)
-        if rev is None:
+        head = self.book.latest([p]).get(p)
+        if head is None:
             raise ChargebackError(
                 ChargebackErrorCode.NOT_FOUND,
                 f"no team cost report for {p} (gpumeter chargeback build --period {p})",
             )
-        lines = self._lines(p, rev.revision)
+        rev, lines = self._read(p, head.revision)
         limit = focus.path if focus is not None else None
         seen = [
             ln
@@ -345,10 +350,7 @@ class TeamCosts:
         budgets = self._budgets(period, rev, nodes)
         daily: dict[tuple[int, str], int] = defaultdict(int)
         for cc, has_project, project, _tenant, day, model, minor in rev.detail.get("daily", []):
-            try:
-                node = NodeKey(tuple(str(cc).split("/")), str(project) if has_project else None)
-            except ValueError:
-                continue
+            node = NodeKey(tuple(str(cc).split("/")), str(project) if has_project else None)
             if node.within(limit) and (focus is None or focus.project is None or node == focus):
                 daily[(int(day), str(model))] += int(minor)
         return ReportView(
