@@ -61,6 +61,7 @@ class GroupStatus:
 
     @property
     def healthy(self) -> bool:
+        """Every worker ok; with no worker at all, only when nothing waits."""
         return all(w.health == "ok" for w in self.workers) and bool(self.workers or not self.lag)
 
 
@@ -77,12 +78,14 @@ def group_status(
     topic = settings.usage_topic
     parts = partition_lags(settings.kafka_bootstrap, settings.worker_id, topic)
     members = group_members(settings.kafka_bootstrap, settings.worker_id, topic)
-    if urls is None:  # one worker per host, on the configured port
-        hosts = sorted({h for _, h, _ in members}) or [settings.metrics_host]
+    if urls is None:  # one worker per member host, on the configured port; none: no worker
+        hosts = sorted({h for _, h, _ in members})
         urls = [f"http://{h}:{settings.metrics_port}/metrics" for h in hosts]
     lag_of = {p: max(0, e - c) for p, c, e in parts}
     workers = []
     first: dict[str, dict[str, float] | Exception] = {}
+    if not urls:
+        return GroupStatus(settings.worker_id, topic, parts, [])
     for url in urls:
         try:
             first[url] = scrape(url)

@@ -106,3 +106,18 @@ def test_status_reports_an_unreachable_worker(settings: Settings) -> None:
     st = group_status(settings, [f"http://127.0.0.1:{free_port()}/metrics"], window_s=0.1)
     assert [w.health for w in st.workers] == ["unreachable"] and not st.healthy
     assert "unreachable" in render(st)
+
+
+def test_status_without_workers_is_ok_only_when_nothing_waits(settings: Settings) -> None:
+    from pipeline.adapters.kafka import ensure_topics, make_producer
+
+    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: settings.topic_partitions})
+    idle = group_status(settings, window_s=0.1)
+    assert (idle.workers, idle.lag, idle.healthy) == ([], 0, True)
+    producer = make_producer(settings.kafka_bootstrap)
+    producer.send(settings.usage_topic, key=b"acme-ai", value=b"{}")
+    producer.flush()
+    producer.close()
+    waiting = group_status(settings, window_s=0.1)
+    assert (waiting.workers, waiting.lag, waiting.healthy) == ([], 1, False)
+    assert "workers=0" in render(waiting)
