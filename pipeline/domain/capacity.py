@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.domain.hours import check_window, on_whole_hour
 from pipeline.domain.money import minor_digits
 
 IdlePolicy = Literal["separate", "proportional", "even"]
@@ -64,8 +65,7 @@ class CapacityEntry(BaseModel):
     @field_validator("effective_from", "effective_until")
     @classmethod
     def _whole_hour(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return v
+        return on_whole_hour(v)
         v = v.astimezone(UTC)
         if v.minute or v.second or v.microsecond:
             raise ValueError(f"{v.isoformat()} is not on a whole UTC hour")
@@ -73,9 +73,7 @@ class CapacityEntry(BaseModel):
 
     @model_validator(mode="after")
     def _window(self) -> CapacityEntry:
-        if self.effective_from and self.effective_until:
-            if self.effective_until <= self.effective_from:
-                raise ValueError("effective_until must be after effective_from")
+        check_window(self.effective_from, self.effective_until)
         return self
 
     def valid_at(self, hour_s: int) -> bool:

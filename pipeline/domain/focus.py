@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.domain.errors import ExportError, ExportErrorCode
-from pipeline.domain.hours import HOUR_US, on_whole_hour
+from pipeline.domain.hours import HOUR_US, check_window, on_whole_hour
 from pipeline.domain.money import minor_digits, refuse_float
 from pipeline.domain.period import Period
 from pipeline.domain.reference import ID_PATTERN, GpuCatalog
@@ -202,12 +202,7 @@ class WholesalePrice(BaseModel):
 
     @model_validator(mode="after")
     def _dates(self) -> WholesalePrice:
-        if (
-            self.effective_from is not None
-            and self.effective_until is not None
-            and self.effective_until <= self.effective_from
-        ):
-            raise ValueError("effective_until must be after effective_from")
+        check_window(self.effective_from, self.effective_until)
         return self
 
     @property

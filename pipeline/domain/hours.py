@@ -61,3 +61,10 @@ def on_whole_hour(value: datetime | None) -> datetime | None:
             f"{value.isoformat()} is not on a whole UTC hour (usage is metered per hour)"
         )
     return value
+
+
+def check_window(effective_from: datetime | None, effective_until: datetime | None) -> None:
+    """An effective-dated entry's window: ``until`` (exclusive) after ``from`` when both set."""
+    if effective_from is not None and effective_until is not None:
+        if effective_until <= effective_from:
+            raise ValueError("effective_until must be after effective_from")

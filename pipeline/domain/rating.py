@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from pipeline.domain.charges import Tier, check_tiers, graduated, volume
 from pipeline.domain.errors import BillingError, BillingErrorCode
-from pipeline.domain.hours import HOUR_US, on_whole_hour
+from pipeline.domain.hours import HOUR_US, check_window, on_whole_hour
 from pipeline.domain.line_key import LineKey
 from pipeline.domain.money import minor_digits, refuse_float, round_money, to_minor
 from pipeline.domain.reference import GpuCatalog
@@ -73,12 +73,7 @@ class Price(BaseModel):
             if self.tiers is None or self.price is not None:
                 raise ValueError(f"a {self.charge} price needs 'tiers' (and no 'price')")
             check_tiers(self.tiers)
-        if (
-            self.effective_from is not None
-            and self.effective_until is not None
-            and self.effective_until <= self.effective_from
-        ):
-            raise ValueError("effective_until must be after effective_from")
+        check_window(self.effective_from, self.effective_until)
         return self
 
     @property
