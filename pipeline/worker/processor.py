@@ -102,10 +102,6 @@ class BatchStats:
     replayed: int = 0
     dead_letters: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
-    # seconds per stage, summed over batches: decode (JSON + validation), rows (hour split +
-    # row building), fold (dedupe + aggregates), state (table writes), insert (ClickHouse)
-    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    batches: int = 0
 
 
 class BatchProcessor:
@@ -187,9 +183,6 @@ class BatchProcessor:
         self.stats.samples += len(res.accepted)
         self.stats.duplicates += res.duplicates
         self.stats.replayed += res.replayed_contributions
-        self.stats.batches += 1
-        for name, seconds in stage.items():
-            self.stats.stage_s[name] += seconds
         if self.metrics is not None:
             self._record(batch, res, stage, time.perf_counter() - started, retries)
         # 4./5. returning hands the batch back to the framework, which acks and commits
