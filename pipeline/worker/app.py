@@ -91,6 +91,12 @@ def create_app(settings: Settings | None = None) -> Any:
     progress = {"last_batch": time.monotonic(), "in_batch": False}
     metrics = WorkerMetrics()
 
+    @app.on_partitions_assigned.connect
+    async def say_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        """One line per rebalance: the usage-topic partitions this worker now owns."""
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.usage_topic)
+        log.info("assigned partitions=%s", ",".join(map(str, mine)) or "none")
+
     @app.task
     async def serve_metrics() -> None:
         if not settings.metrics_port:
