@@ -149,6 +149,7 @@ def batch_processor(
         decode_limits(settings),
         grace_s=settings.late_grace_s,
         metrics=metrics,
+        horizon_s=settings.dedupe_horizon_s,
     )
 
 

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = 1.0
     # an hour stays open this long after it ends; later samples still count, marked late
     late_grace_s: int = 3600
+    # the dedupe memory keeps identities whose start is within this of the partition's newest
+    # record time; older ones are looked up in ClickHouse (pipeline/domain/dedupe.py)
+    dedupe_horizon_s: int = Field(default=2 * 86_400, ge=3600)
     # consumer-group liveness: how soon a dead worker's partitions move to another
     session_timeout_s: float = 10.0
     # liveness: exit (for the supervisor to restart) after this long with a backlog and no batch

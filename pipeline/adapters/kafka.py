@@ -104,9 +104,7 @@ def group_members(bootstrap: str, group: str, topic: str) -> list[tuple[str, str
         assignment = m.get("member_assignment")
         owned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
         parts = sorted(int(p) for a in owned if a.get("topic") == topic for p in a["partitions"])
-        out.append(
-            (str(m.get("member_id", "")), str(m.get("client_host", "")).lstrip("/"), parts)
-        )
+        out.append((str(m.get("member_id", "")), str(m.get("client_host", "")).lstrip("/"), parts))
     return sorted(out, key=lambda r: (r[1], r[2], r[0]))
 
 

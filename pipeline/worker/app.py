@@ -79,13 +79,21 @@ def create_app(settings: Settings | None = None) -> Any:
         fut = await dlq.send(key=key, value=value)
         await fut  # delivered before the source message can be acknowledged
 
+    def seen_keys_in(partition: int) -> Any:
+        """The dedupe table's keys in one partition's RocksDB (Faust's store keeps one DB per
+        partition; it has no public per-partition iteration)."""
+        dbs = getattr(seen.data, "_dbs", None)
+        if dbs is None:
+            return list(seen.keys())
+        db = dbs.get(partition)
+        return [] if db is None else db.keys()
+
+    tables = FaustTables(seen, hourly, seen_keys_in)
     state: dict[str, BatchProcessor] = {}
 
     def processor() -> BatchProcessor:
         if "p" not in state:  # connect lazily: no I/O at import or app creation
-            state["p"] = batch_processor(
-                settings, config, FaustTables(seen, hourly), send_dead_letter, metrics
-            )
+            state["p"] = batch_processor(settings, config, tables, send_dead_letter, metrics)
         return state["p"]
 
     progress = {"last_batch": time.monotonic(), "in_batch": False}
@@ -95,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Any:
     async def say_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
         """One line per rebalance: the usage-topic partitions this worker now owns."""
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.usage_topic)
+        tables.forget_index()  # the dedupe buckets held may have changed elsewhere
         log.info("assigned partitions=%s", ",".join(map(str, mine)) or "none")
 
     @app.task
@@ -130,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 metrics.lag.labels(str(tp.partition)).set(hw - (0 if done is None else done + 1))
             if committed.get(tp) is not None:
                 metrics.committed.labels(str(tp.partition)).set(committed[tp])
+        metrics.dedupe_held.set(tables.buckets_held())
 
     @app.timer(interval=5.0)
     async def watchdog() -> None:
@@ -215,13 +225,15 @@ def create_app(settings: Settings | None = None) -> Any:
                 last_report = time.monotonic()
                 s = proc.stats
                 log.info(
-                    "processed messages=%d samples=%d duplicates=%d replayed=%d dlq=%d ch_rows=%d",
+                    "processed messages=%d samples=%d duplicates=%d replayed=%d dlq=%d "
+                    "ch_rows=%d recalled=%d",
                     s.messages,
                     s.samples,
                     s.duplicates,
                     s.replayed,
                     s.dead_letters,
                     proc.sink.rows_written,
+                    proc.sink.recalled,
                 )
 
     return app

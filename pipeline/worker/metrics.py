@@ -11,10 +11,13 @@ offsets per partition. ``gpumeter status`` reads the same endpoint.
 | ``gpumeter_duplicates_total`` | counter | |
 | ``gpumeter_dead_letters_total`` | counter | ``reason`` |
 | ``gpumeter_batch_seconds`` | histogram | |
-| ``gpumeter_stage_seconds_total`` | counter | ``stage`` (decode, fold, rows, state, insert) |
+| ``gpumeter_stage_seconds_total`` | counter | ``stage`` (see :data:`STAGES`) |
 | ``gpumeter_clickhouse_flush_seconds`` | histogram | |
 | ``gpumeter_clickhouse_retries_total`` | counter | |
 | ``gpumeter_dedupe_buckets_written_total`` | counter | |
+| ``gpumeter_dedupe_buckets_expired_total`` | counter | |
+| ``gpumeter_dedupe_buckets_held`` | gauge | |
+| ``gpumeter_dedupe_recalled_total`` | counter | |
 | ``gpumeter_consumer_lag`` | gauge | ``partition`` |
 | ``gpumeter_last_committed_offset`` | gauge | ``partition`` |
 | ``gpumeter_last_batch_timestamp_seconds`` | gauge | |
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-STAGES = ("decode", "fold", "rows", "state", "insert")
+STAGES = ("decode", "rows", "recall", "fold", "state", "insert")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -56,6 +59,18 @@ class WorkerMetrics:
         self.dedupe_buckets = Counter(
             "gpumeter_dedupe_buckets_written", "dedupe-memory buckets written", registry=r
         )
+        self.dedupe_expired = Counter(
+            "gpumeter_dedupe_buckets_expired", "dedupe-memory buckets dropped below the floor",
+            registry=r,
+        )  # fmt: skip
+        self.dedupe_held = Gauge(
+            "gpumeter_dedupe_buckets_held", "dedupe-memory buckets indexed (expiring partitions)",
+            registry=r,
+        )  # fmt: skip
+        self.dedupe_recalled = Counter(
+            "gpumeter_dedupe_recalled",
+            "identities below the dedupe floor looked up in ClickHouse", registry=r,
+        )  # fmt: skip
         self.lag = Gauge(
             "gpumeter_consumer_lag", "messages not yet read, per partition", ["partition"],
             registry=r,

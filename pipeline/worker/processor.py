@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pipeline.domain.aggregate import MAX_SAMPLES_PER_MESSAGE, Agg, FoldResult, fold
+from pipeline.domain.dedupe import HorizonSeen, needs_recall, next_floor
 from pipeline.domain.errors import RejectReason
 from pipeline.domain.events import DecodeLimits, DedupeKey, Reject, UsageSample, decode_message
 from pipeline.domain.hours import US_PER_SECOND, to_us
@@ -48,6 +49,14 @@ class Tables(Protocol):
     seen: MutableMapping[DedupeKey, int]
 
     def bind(self, msg: Message) -> None: ...
+
+    def floor(self, msg: Message) -> int:
+        """The dedupe memory's floor for ``msg``'s partition (:mod:`pipeline.domain.dedupe`)."""
+        ...
+
+    def expire(self, msg: Message, floor_us: int) -> int:
+        """Raise ``msg``'s partition floor, dropping the buckets below it; returns how many."""
+        ...
 
     def load(self, key: HourlyKey) -> Agg: ...
 
@@ -115,6 +124,7 @@ class BatchProcessor:
         limits: DecodeLimits | None = None,
         grace_s: int = 3600,
         metrics: WorkerMetrics | None = None,
+        horizon_s: int = 2 * 86_400,
     ) -> None:
         self.ref = ref
         self.tables = tables
@@ -123,6 +133,7 @@ class BatchProcessor:
         self.clock = clock
         self.limits = limits or DecodeLimits()
         self.grace_us = grace_s * US_PER_SECOND
+        self.horizon_us = horizon_s * US_PER_SECOND
         self.stats = BatchStats()
         self.metrics = metrics
 
@@ -134,6 +145,7 @@ class BatchProcessor:
         raw_rows: list[tuple[Any, ...]] = []
         key_owner: dict[HourlyKey, Message] = {}
         checked: set[HourlyKey] = set()
+        prepared: list[tuple[Message, list[Ready]]] = []
         for msg in batch:
             # 1. decode and build rows (pure); rejects to the dead-letter topic, acknowledged
             ready, rejects = self._prepare(msg, now, checked, stage)
@@ -145,15 +157,36 @@ class BatchProcessor:
                 )
                 if self.metrics is not None:
                     self.metrics.dead_letters.labels(rej.reason.value).inc()
-            if not ready:
-                continue
-            # 2. fold into the tables (dedupe memory + hourly aggregates with versions)
+            if ready:
+                prepared.append((msg, ready))
+        # 2a. identities below their partition's dedupe floor: where ClickHouse holds them
+        t = time.perf_counter()
+        floors: dict[int, int] = {}
+        last: dict[int, Message] = {}  # per partition: its last message (binds state writes)
+        marks: dict[int, int] = {}  # per partition: the newest record time in the batch
+        for msg, _ in prepared:
+            if msg.partition not in floors:
+                floors[msg.partition] = self.tables.floor(msg)
+            last[msg.partition] = msg
+            if msg.timestamp is not None:
+                marks[msg.partition] = max(marks.get(msg.partition, 0), to_us(msg.timestamp))
+        old = {
+            r.sample.dedupe_key
+            for msg, ready in prepared
+            for r in ready
+            if needs_recall(r.sample.dedupe_key, floors[msg.partition])
+        }
+        seen = HorizonSeen(self.tables.seen, floors, await self.sink.recall(old) if old else {})
+        stage["recall"] += time.perf_counter() - t
+        for msg, ready in prepared:
+            # 2b. fold into the tables (dedupe memory + hourly aggregates with versions)
             t = time.perf_counter()
             self.tables.bind(msg)
+            seen.at(msg.partition, msg.offset)
             n_new, n_acc = len(res.new_keys), len(res.accepted)
             fold(
                 [(r.sample, msg.offset, r.index) for r in ready],
-                self.tables.seen,
+                seen,
                 self.tables.load,
                 res,
                 arrival_us=to_us(msg.timestamp or now),
@@ -166,14 +199,25 @@ class BatchProcessor:
             for k in res.new_keys[n_new:]:
                 key_owner[k] = msg
             stage["fold"] += time.perf_counter() - t
+        # 2c. state: the memory's changed buckets (once each), each partition's floor as
+        # its watermark moved (dropping the buckets below), the changed aggregates
         t = time.perf_counter()
-        buckets = self.tables.flush() or 0  # the dedupe memory's changed buckets, once each
+        buckets = self.tables.flush() or 0
+        expired = 0
+        now_us = to_us(now)
+        for partition, mark in marks.items():
+            # the watermark never runs ahead of the wall clock (a producer's clock can)
+            floor = next_floor(floors[partition], min(mark, now_us), self.horizon_us)
+            if floor is not None:
+                expired += self.tables.expire(last[partition], floor)
         for k, agg in res.dirty.items():
             self.tables.bind(key_owner[k])
             self.tables.store(k, agg)
         stage["state"] += time.perf_counter() - t
         if self.metrics is not None:
             self.metrics.dedupe_buckets.inc(buckets)
+            self.metrics.dedupe_expired.inc(expired)
+            self.metrics.dedupe_recalled.inc(len(old))
         # 3. ClickHouse has the rows before anything is acknowledged
         t = time.perf_counter()
         retries = self.sink.outage_retries

@@ -5,8 +5,11 @@ Write order (the contract, numbered as in :func:`pipeline.worker.app.process_bat
 1. The agent takes a batch of Kafka messages and decodes them; rejects go to the dead-letter
    topic and the agent waits until Kafka has acknowledged them.
 2. The batch is folded into the Faust tables (dedupe memory and hourly aggregates, each
-   aggregate carrying the version of the last sample in it); the table changes go to the
-   changelog topics.
+   aggregate carrying the version of the last sample in it): (a) identities below their
+   partition's dedupe floor are first recalled from ``usage_raw`` (:meth:`ClickHouseSink.recall`,
+   :mod:`pipeline.domain.dedupe`); (b) the fold; (c) the state writes: changed dedupe buckets,
+   each partition's raised floor after deleting the buckets below it, changed aggregates. The
+   table changes go to the changelog topics.
 3. :meth:`ClickHouseSink.flush` writes the batch's raw samples, then the ABSOLUTE value and
    version of every hourly key the batch touched. It retries with backoff until ClickHouse
    has the rows: while ClickHouse is down the agent waits and nothing is acknowledged.
@@ -31,10 +34,11 @@ domain, and the processor dead-letters a sample whose row cannot be built.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +47,8 @@ from clickhouse_driver.errors import ErrorCodes, ServerException
 
 from pipeline.adapters.clickhouse import Executor
 from pipeline.domain.aggregate import Agg
-from pipeline.domain.events import UsageSample
+from pipeline.domain.dedupe import Position
+from pipeline.domain.events import DedupeBucket, DedupeKey, UsageSample
 from pipeline.domain.hours import HOUR_US, US_PER_SECOND
 from pipeline.domain.usage import KEY_COLUMNS, HourlyKey
 
@@ -209,10 +214,40 @@ class ClickHouseSink:
         self.rows_written = 0
         self.flushes = 0
         self.outage_retries = 0
+        self.recalled = 0  # identities looked up below the dedupe memory's floor
 
     def _write(self, raw: Sequence[tuple[Any, ...]], hourly: Sequence[tuple[Any, ...]]) -> None:
         self.ex.insert("usage_raw", RAW_COLUMNS, raw)
         self.ex.insert("usage_hourly", HOURLY_COLUMNS, hourly)
+
+    async def _until_done(self, what: str, refused: str, size: int, call: Callable[[], Any]) -> Any:
+        """Run ``call`` in a thread until ClickHouse answers: I/O failures are retried with
+        backoff for as long as they last; a failure no retry can cure raises
+        :class:`PermanentClickHouseError` with the server's message."""
+        delay = 0.25
+        started = time.monotonic()
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except Exception as exc:  # noqa: BLE001 - retried until it works; never dropped
+                if is_permanent(exc):
+                    raise PermanentClickHouseError(
+                        f"ClickHouse refused the {refused} ({type(exc).__name__}): "
+                        f"{str(exc).strip()[:2000]}"
+                    ) from exc
+                self.outage_retries += 1
+                log.warning(
+                    "ClickHouse %s failed (%s: %s); %d rows held, retrying in %.1fs "
+                    "(waiting %.0fs so far)",
+                    what,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                    size,
+                    delay,
+                    time.monotonic() - started,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
 
     async def flush(
         self, raw: Sequence[tuple[Any, ...]], dirty: dict[HourlyKey, Agg], now: datetime
@@ -220,29 +255,49 @@ class ClickHouseSink:
         """Step 3: write until ClickHouse has the rows (retries I/O failures for ever, with
         backoff); raises :class:`PermanentClickHouseError` for a failure no retry can cure."""
         hourly = [hourly_row(k, a, now) for k, a in sorted(dirty.items())]
-        delay = 0.25
-        started = time.monotonic()
-        while True:
-            try:
-                await asyncio.to_thread(self._write, raw, hourly)
-                break
-            except Exception as exc:  # noqa: BLE001 - retried until it works; never dropped
-                if is_permanent(exc):
-                    raise PermanentClickHouseError(
-                        f"ClickHouse refused the batch ({type(exc).__name__}): "
-                        f"{str(exc).strip()[:2000]}"
-                    ) from exc
-                self.outage_retries += 1
-                log.warning(
-                    "ClickHouse write failed (%s: %s); %d rows held, retrying in %.1fs "
-                    "(waiting %.0fs so far)",
-                    type(exc).__name__,
-                    str(exc).splitlines()[0][:200],
-                    len(raw) + len(hourly),
-                    delay,
-                    time.monotonic() - started,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        await self._until_done(
+            "write", "batch", len(raw) + len(hourly), lambda: self._write(raw, hourly)
+        )
         self.rows_written += len(raw) + len(hourly)
         self.flushes += 1
+
+    async def recall(self, keys: Collection[DedupeKey]) -> dict[DedupeKey, frozenset[Position]]:
+        """Where the raw rows hold these identities: ``key -> {(partition, offset)}``, for the
+        dedupe memory's identities below its floor (:mod:`pipeline.domain.dedupe`). Raw rows
+        are written before any offset is committed, so an identity accepted in a committed
+        batch is always found. Asked in chunks (the query text stays far below ClickHouse's
+        ``max_query_size``); retried like a write."""
+        found: dict[DedupeKey, set[Position]] = {}
+        ordered = sorted(keys, key=lambda k: (k.bucket.tenant_id, k.event_id))
+        for i in range(0, len(ordered), RECALL_CHUNK):
+            chunk = ordered[i : i + RECALL_CHUNK]
+            want = set(chunk)
+            minutes = [k.bucket.minute_us for k in chunk]
+            params = {
+                "t": tuple(sorted({k.bucket.tenant_id for k in chunk})),
+                "i": tuple(sorted({k.event_id for k in chunk})),
+                "a": (min(minutes) - min(minutes) % HOUR_US) // US_PER_SECOND,
+                "b": (max(minutes) - max(minutes) % HOUR_US) // US_PER_SECOND,
+            }
+            rows = await self._until_done(
+                "recall",
+                "recall of old identities",
+                len(chunk),
+                functools.partial(self.ex.execute, RECALL_SQL, params),
+            )
+            for tenant, source, event_id, start_us, partition, offset in rows:
+                start = int(start_us)
+                k = DedupeKey(DedupeBucket(tenant, source, start - start % MINUTE_US), event_id)
+                if k in want:
+                    found.setdefault(k, set()).add((int(partition), int(offset)))
+        self.recalled += len(keys)
+        return {k: frozenset(v) for k, v in found.items()}
+
+
+MINUTE_US = 60 * US_PER_SECOND
+RECALL_CHUNK = 256  # identities per query: <= 256 x (tenant + id, 64 + 128 chars, escaped)
+RECALL_SQL = (
+    "SELECT tenant_id, event_source, event_id, start_us, kafka_partition, kafka_offset "
+    "FROM usage_raw WHERE tenant_id IN %(t)s AND event_id IN %(i)s "
+    "AND hour >= toDateTime(%(a)s, 'UTC') AND hour <= toDateTime(%(b)s, 'UTC')"
+)

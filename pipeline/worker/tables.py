@@ -1,11 +1,17 @@
 """The worker's state in Faust tables: the dedupe memory (:class:`BucketedSeen`) and the
-hourly aggregates, behind :class:`pipeline.worker.processor.Tables` (:class:`FaustTables`)."""
+hourly aggregates, behind :class:`pipeline.worker.processor.Tables` (:class:`FaustTables`).
+
+The dedupe memory is bounded by its horizon (:mod:`pipeline.domain.dedupe`): each partition's
+floor is stored in the same table (key ``["floor", partition]``), and :meth:`FaustTables.expire`
+deletes the buckets below a new floor (a tombstone in the changelog each) before writing it.
+Which buckets a partition holds is indexed in memory by start minute, built by one scan of the
+partition's keys the first time it expires in this process (and again after a rebalance)."""
 
 from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from pipeline.domain.aggregate import Agg
@@ -64,16 +70,21 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
     def __len__(self) -> int:
         return len(self._cache)
 
-    def flush(self) -> int:
-        written = len(self._dirty)
+    def flush(self, written: Callable[[int, int, bytes], None] | None = None) -> int:
+        """Write each changed bucket once; ``written(partition, minute_us, key)`` is told of
+        each."""
+        count = len(self._dirty)
         for bucket, msg in self._dirty.items():
             self._bind(msg)
-            self._t[self.bucket_bytes(bucket)] = json.dumps(
+            key = self.bucket_bytes(bucket)
+            self._t[key] = json.dumps(
                 self._cache[bucket], ensure_ascii=False, separators=(",", ":")
             ).encode()
+            if written is not None:
+                written(msg.partition, bucket.minute_us, key)
         self._dirty.clear()
         self._cache.clear()
-        return written
+        return count
 
 
 class FaustTables:
@@ -86,13 +97,76 @@ class FaustTables:
     each write lands in the partition its message came from.
     """
 
-    def __init__(self, seen: Any, hourly: Any) -> None:
+    def __init__(
+        self,
+        seen: Any,
+        hourly: Any,
+        keys_in: Callable[[int], Iterable[bytes]] | None = None,
+    ) -> None:
         from faust.streams import _current_event
 
         self._current = _current_event
+        self._seen_table = seen
         self._seen = BucketedSeen(seen, self._bind)
         self.seen: MutableMapping[DedupeKey, int] = self._seen
         self._hourly = hourly
+        # the dedupe table's keys held for one partition (default: every key, for mappings
+        # that hold one partition, as in tests)
+        self._keys_in = keys_in or (lambda partition: list(seen.keys()))
+        self._index: dict[int, dict[int, set[bytes]]] = {}  # partition -> minute -> buckets
+
+    @staticmethod
+    def floor_bytes(partition: int) -> bytes:
+        return json.dumps(["floor", partition]).encode()
+
+    def floor(self, msg: Message) -> int:
+        """The dedupe memory's floor for the partition of ``msg`` (0: nothing dropped yet)."""
+        self._bind(msg)
+        raw = self._seen_table.get(self.floor_bytes(msg.partition))
+        return int(raw) if raw else 0
+
+    def buckets_held(self) -> int:
+        """Buckets indexed in this process (partitions that have expired at least once)."""
+        return sum(len(keys) for by_minute in self._index.values() for keys in by_minute.values())
+
+    def forget_index(self) -> None:
+        """After a rebalance: another worker may have changed a partition's buckets."""
+        self._index.clear()
+
+    def _partition_index(self, partition: int) -> dict[int, set[bytes]]:
+        index = self._index.get(partition)
+        if index is None:
+            index = {}
+            for key in self._keys_in(partition):
+                # bucket keys are [tenant, source, minute]; skip the floor keys and the
+                # store's own (Faust keeps the table's offsets under a key of its own)
+                if not bytes(key).startswith(b"["):
+                    continue
+                parts = json.loads(key)
+                if len(parts) == 3:
+                    index.setdefault(int(parts[2]), set()).add(bytes(key))
+            self._index[partition] = index
+        return index
+
+    def _written(self, partition: int, minute_us: int, key: bytes) -> None:
+        index = self._index.get(partition)
+        if index is not None:  # else the first expiry's scan finds it
+            index.setdefault(minute_us, set()).add(key)
+
+    def expire(self, msg: Message, floor_us: int) -> int:
+        """Raise the floor of ``msg``'s partition to ``floor_us``: delete the buckets below it
+        (their tombstones go to that changelog partition), then store the floor. Returns how
+        many buckets were deleted."""
+        self._bind(msg)
+        index = self._partition_index(msg.partition)
+        dropped = 0
+        for minute in sorted(m for m in index if m < floor_us):
+            for key in index.pop(minute):
+                if key in self._seen_table:
+                    del self._seen_table[key]
+                    dropped += 1
+        self._seen_table[self.floor_bytes(msg.partition)] = str(floor_us).encode()
+        return dropped
 
     def _bind(self, msg: Message) -> None:
         if msg.handle is not None:  # outside a Faust stream (tests) there is no event
@@ -103,7 +177,7 @@ class FaustTables:
         self._seen.current = msg
 
     def flush(self) -> int:
-        return self._seen.flush()
+        return self._seen.flush(self._written)
 
     def load(self, key: HourlyKey) -> Agg:
         raw = self._hourly.get(hourly_key_bytes(key))

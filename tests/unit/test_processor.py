@@ -1,7 +1,8 @@
 """The batch processor with its real sink on a current ClickHouse engine in-process (chdb):
 dead letters are delivered before the batch is handed back, ClickHouse receives absolute
-values through the real row builder, and a replayed batch adds nothing. Only the Faust tables
-are a hand-written stand-in."""
+values through the real row builder, and a replayed batch adds nothing. The worker's table
+adapter (``FaustTables``) is the real one, over plain mappings standing in for Faust's tables;
+the dedupe memory's horizon recalls old identities from the same ClickHouse."""
 
 from __future__ import annotations
 
@@ -17,34 +18,15 @@ import pytest
 from pipeline.adapters.clickhouse import ChdbExecutor, migrate
 from pipeline.config import Config
 from pipeline.domain.aggregate import Agg
-from pipeline.domain.events import DedupeKey
+from pipeline.domain.hours import to_us
 from pipeline.domain.usage import HourlyKey
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import ClickHouseSink
+from pipeline.worker.tables import FaustTables
 
 pytestmark = pytest.mark.chdb
 
 T = datetime(2026, 10, 1, 6, 10, tzinfo=UTC)
-
-
-class Tables:
-    def __init__(self) -> None:
-        self.seen: dict[DedupeKey, int] = {}
-        self.aggs: dict[HourlyKey, Agg] = {}
-        self.flushes = 0
-
-    def bind(self, msg: Message) -> None:
-        pass
-
-    def load(self, key: HourlyKey) -> Agg:
-        a = self.aggs.get(key)
-        return Agg(*a.to_list()) if a else Agg()
-
-    def store(self, key: HourlyKey, agg: Agg) -> None:
-        self.aggs[key] = agg
-
-    def flush(self) -> None:
-        self.flushes += 1
 
 
 class Sink(ClickHouseSink):
@@ -88,9 +70,9 @@ def event(i: int, tenant: str = "acme-ai", **data: Any) -> dict[str, Any]:
     return {"specversion": "1.0", "id": f"e{i}", "source": "//n", "type": "gpu.usage.v1", "data": d}
 
 
-def msg(offset: int, events: Any, key: bytes = b"acme-ai") -> Message:
+def msg(offset: int, events: Any, key: bytes = b"acme-ai", at: datetime = T) -> Message:
     raw = events if isinstance(events, bytes) else json.dumps(events).encode()
-    return Message("usage", 0, offset, key, raw, T)
+    return Message("usage", 0, offset, key, raw, at)
 
 
 def test_batch_dead_letters_then_sink_then_replay_adds_nothing(
@@ -103,12 +85,13 @@ def test_batch_dead_letters_then_sink_then_replay_adds_nothing(
         log.append("dlq")
         dead.append((key, json.loads(value)))
 
-    tables, sink = Tables(), Sink(log, tmp_path / "chdb")
+    seen: dict[bytes, bytes] = {}
+    tables, sink = FaustTables(seen, {}), Sink(log, tmp_path / "chdb")
     proc = BatchProcessor(
         config.reference,
         tables,
         sink,
-        send_dead_letter,  # type: ignore[arg-type]
+        send_dead_letter,
         lambda: T,
     )
     batch = [
@@ -124,9 +107,58 @@ def test_batch_dead_letters_then_sink_then_replay_adds_nothing(
     assert (dead[1][1]["topic"], dead[1][1]["partition"], dead[1][1]["offset"]) == ("usage", 0, 1)
     assert proc.stats.duplicates == 1 and proc.stats.samples == 1
     assert sorted(sink.hourly.values()) == [300_000_000, 300_000_000]  # 5 min each side of 06:00
-    assert tables.flushes == 1
+    assert len([k for k in seen if k.startswith(b'["acme-ai"')]) == 1  # one bucket: e0's
 
     before = dict(sink.hourly)
     asyncio.run(proc.process(batch[:1]))  # Kafka redelivers offset 0 after a crash
     assert sink.hourly == before
     assert proc.stats.replayed == 2
+
+
+def test_copies_older_than_the_horizon_are_recalled_from_clickhouse(
+    config: Config, tmp_path: Path
+) -> None:
+    """Horizon 2 h: once the partition's records reach 11:10, the floor is 09:00 and e0's
+    bucket (05:55) is dropped from memory; a copy of e0 is then found in ClickHouse at another
+    position and skipped, a replay of e0's own message is not a duplicate, a never-seen event
+    of 05:55 is counted, and two copies of one in the same batch count once."""
+    log: list[str] = []
+    later = datetime(2026, 10, 1, 11, 10, tzinfo=UTC)
+    clock = [T]
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError(value)
+
+    seen: dict[bytes, bytes] = {}
+    tables, sink = FaustTables(seen, {}), Sink(log, tmp_path / "chdb")
+    proc = BatchProcessor(
+        config.reference, tables, sink, send_dead_letter, lambda: clock[0], horizon_s=7200
+    )
+    first = msg(0, [event(0)])
+    asyncio.run(proc.process([first]))
+    counted = dict(sink.hourly)
+    buckets = [k for k in seen if k.startswith(b'["acme-ai"')]
+    four = to_us(datetime(2026, 10, 1, 4, tzinfo=UTC))  # 06:10 - 2 h, to the hour
+    assert len(buckets) == 1 and seen[FaustTables.floor_bytes(0)] == b"%d" % four
+
+    clock[0] = later
+    eleven = event(1, start="2026-10-01T11:00:00Z", end="2026-10-01T11:05:00Z")
+    asyncio.run(proc.process([msg(1, [eleven], at=later)]))
+    assert buckets[0] not in seen  # e0's bucket dropped: below the floor
+    assert seen[FaustTables.floor_bytes(0)] == b"%d" % to_us(datetime(2026, 10, 1, 9, tzinfo=UTC))
+    after_eleven = dict(sink.hourly)
+
+    asyncio.run(proc.process([msg(2, [event(0)], at=later)]))  # a copy of e0, past the horizon
+    assert proc.stats.duplicates == 1 and sink.recalled == 1
+    assert sink.hourly == after_eleven
+
+    asyncio.run(proc.process([first]))  # offset 0 redelivered: found at its own position
+    assert proc.stats.duplicates == 1 and sink.hourly == after_eleven
+
+    new_old = event(9, gpu_uuid="g9")  # never seen, 05:55-06:05: counted, once
+    asyncio.run(proc.process([msg(3, [new_old], at=later), msg(4, [new_old], at=later)]))
+    assert proc.stats.duplicates == 2
+    grown = {k: v - after_eleven.get(k, 0) for k, v in sink.hourly.items()}
+    assert sorted(v for v in grown.values() if v) == [300_000_000, 300_000_000]
+    assert all(sink.hourly[k] >= v for k, v in counted.items())
+    assert len([k for k in seen if k.startswith(b'["acme-ai"')]) == 1  # 11:00's; none older
