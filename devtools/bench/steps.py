@@ -1,15 +1,5 @@
-"""``make bench``: the pipeline's speed, freshness and memory, each against a baseline measured
-in the same run on the same machine (ratios hold on a noisy machine; absolute numbers don't).
-
-1. raw limit: a plain kafka-python consumer reading the topic and doing nothing;
-2. pipeline: one worker, from its first commit until every hourly aggregate is in ClickHouse;
-3. naive: the same samples written one INSERT per sample, no stream aggregation;
-4. freshness: p50/p99 of (queryable in ClickHouse - produced) at half the measured maximum;
-5. memory: the worker's peak RSS with 1,000,000 distinct hourly keys in its state;
-6. billing: one month for 1,000 tenants, Stripe calls to stripe-mock included.
-
-``scale`` multiplies the volumes (1.0: 5,000,000 samples and 1,000,000 keys).
-"""
+"""The bench's measurements: the raw consume limit, a worker drained from its first commit to its
+last (one or several workers), the naive baseline, freshness, memory and billing."""
 
 from __future__ import annotations
 
@@ -17,20 +7,19 @@ import functools
 import json
 import random
 import shutil
-import statistics
+import socket
+import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from devtools.sim.run import plan, publish
+from devtools.sim.run import plan
 from devtools.supervise import start_worker, stop_worker
-from pipeline.adapters.clickhouse import ident, migrate
-from pipeline.adapters.kafka import QUICK_CLIENT, ensure_topics, group_lag, make_producer
+from pipeline.adapters.kafka import QUICK_CLIENT, make_producer, partition_lags
 from pipeline.adapters.store import Store
 from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
@@ -38,59 +27,37 @@ from pipeline.domain.aggregate import Agg
 from pipeline.domain.hours import HOUR_US
 from pipeline.domain.period import Period
 from pipeline.domain.usage import HourlyKey
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.settings import Settings
 from pipeline.worker.sink import HOURLY_COLUMNS, RAW_COLUMNS, hourly_row, raw_row
 
-SAMPLES_PER_NODE_MONTH = 20_000  # measured: 201 nodes gave 4.5M samples; this gives >= 5M
+
+def free_port() -> int:
+    """A TCP port nothing listens on now: each bench worker serves its metrics on its own, so
+    the stage figures are never read from another worker on this host (a test's, say)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-@dataclass
-class BenchResult:
-    samples: int = 0
-    messages: int = 0
-    raw_messages_per_s: float = 0.0
-    raw_samples_per_s: float = 0.0
-    samples_per_s: float = 0.0
-    naive_samples_per_s: float = 0.0
-    p50_freshness_s: float = 0.0
-    p99_freshness_s: float = 0.0
-    freshness_rate: float = 0.0
-    peak_rss_mib: float = 0.0
-    memory_keys: int = 0
-    billing_s: float = 0.0
-    billing_tenants: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "samples": self.samples,
-            "messages": self.messages,
-            "raw_messages_per_s": round(self.raw_messages_per_s, 1),
-            "raw_samples_per_s": round(self.raw_samples_per_s, 1),
-            "samples_per_s": round(self.samples_per_s, 1),
-            "ratio_raw": round(self.samples_per_s / self.raw_samples_per_s, 4)
-            if self.raw_samples_per_s
-            else None,
-            "naive_samples_per_s": round(self.naive_samples_per_s, 1),
-            "ratio_naive": round(self.samples_per_s / self.naive_samples_per_s, 2)
-            if self.naive_samples_per_s
-            else None,
-            "p50_freshness_s": round(self.p50_freshness_s, 3),
-            "p99_freshness_s": round(self.p99_freshness_s, 3),
-            "freshness_offered_samples_per_s": round(self.freshness_rate, 1),
-            "peak_rss_mib": round(self.peak_rss_mib, 1),
-            "memory_keys": self.memory_keys,
-            "billing_s": round(self.billing_s, 2),
-            "billing_tenants": self.billing_tenants,
-            **self.extra,
-        }
+def _status_mib(pid: int, key: str) -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # the process is gone
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The process's peak resident memory so far (VmHWM)."""
+    return _status_mib(pid, "VmHWM:")
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory now (VmRSS)."""
+    return _status_mib(pid, "VmRSS:")
 
 
 def raw_consume(settings: Settings) -> tuple[int, float]:
@@ -121,46 +88,79 @@ def raw_consume(settings: Settings) -> tuple[int, float]:
         consumer.close()
 
 
+Rows = list[tuple[int, int, int]]  # (partition, committed offset, end offset) of the group
+Tick = Callable[[Rows, list[int]], None]  # called each poll with the rows and the worker pids
+
+
+def committed(rows: Rows) -> int:
+    return sum(c for _, c, _ in rows)
+
+
+@dataclass
+class Drained:
+    busy_s: float  # from the group's first commit until every offset is committed
+    wall_s: float  # from the workers' start until then
+    peak_rss_mib: float  # the highest VmHWM of any worker
+    end_rss_mib: float  # the workers' VmRSS (summed) when drained
+
+
+def watch(
+    settings: Settings,
+    procs: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+    total: int,
+    timeout: float,
+    started: float,
+    on_tick: Tick | None = None,
+) -> Drained:
+    """Poll the group of ``settings`` until it committed ``total`` offsets with no lag."""
+    first_commit = None
+    peak = 0.0
+    while True:
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({proc.returncode}); see {log}")
+        peak = max([peak, *(peak_rss_mib(p.pid) for p in procs)])
+        try:
+            rows = partition_lags(
+                settings.kafka_bootstrap, settings.worker_id, settings.usage_topic
+            )
+        except Exception:  # noqa: BLE001 - poll again
+            rows = []
+        done = committed(rows)
+        lag = sum(max(0, e - c) for _, c, e in rows) if rows else 1
+        if done and first_commit is None:
+            first_commit = time.monotonic()
+        if on_tick:
+            on_tick(rows, [p.pid for p in procs])
+        if done >= total and lag == 0:
+            now = time.monotonic()
+            end_rss = sum(rss_mib(p.pid) for p in procs)
+            peak = max([peak, *(peak_rss_mib(p.pid) for p in procs)])
+            return Drained(now - (first_commit or started), now - started, peak, end_rss)
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"bench workers not drained in {timeout:.0f}s")
+        time.sleep(0.25)
+
+
 def drain(
     settings: Settings,
     log: Path,
     total: int,
     timeout: float,
-    on_tick: Callable[[int], None] | None = None,
+    on_tick: Tick | None = None,
     stages: dict[str, float] | None = None,
-) -> tuple[float, float, float]:
-    """Run one worker until its group committed ``total`` offsets.
-    Returns (seconds from first commit to drained, seconds since start, peak RSS MiB); fills
-    ``stages`` with the worker's seconds per stage (its metrics) when given."""
+) -> Drained:
+    """Run one worker until its group committed ``total`` offsets; fills ``stages`` with the
+    worker's seconds per stage (its metrics) when given."""
     proc = start_worker(settings, log)
     started = time.monotonic()
-    first_commit = None
-    peak = 0.0
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited ({proc.returncode}); see {log}")
-            peak = max(peak, peak_rss_mib(proc.pid))
-            try:
-                committed, lag = group_lag(
-                    settings.kafka_bootstrap, settings.worker_id, settings.usage_topic
-                )
-            except Exception:  # noqa: BLE001 - poll again
-                committed, lag = 0, 1
-            if committed and first_commit is None:
-                first_commit = time.monotonic()
-            if on_tick:
-                on_tick(committed)
-            if committed >= total and lag == 0:
-                now = time.monotonic()
-                if stages is not None:
-                    stages.update(stage_seconds(settings))
-                return now - (first_commit or started), now - started, peak
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"bench worker not drained in {timeout:.0f}s")
-            time.sleep(0.25)
+        drained = watch(settings, [proc], [log], total, timeout, started, on_tick)
+        if stages is not None:
+            stages.update(stage_seconds(settings))
+        return drained
     finally:
-        peak = max(peak, peak_rss_mib(proc.pid)) if proc.poll() is None else peak
         stop_worker(proc)
 
 
@@ -325,7 +325,7 @@ def memory_keys(settings: Settings, config: Config, keys: int, log: Path) -> tup
     producer.flush()
     producer.close()
     total = keys // per_msg
-    _, _, peak = drain(settings, log, total, timeout=7200)
+    peak = drain(settings, log, total, timeout=7200).peak_rss_mib
     n = Store(executor(settings)).ex.execute("SELECT count() FROM usage_hourly FINAL")[0][0]
     return peak, int(n)
 
@@ -398,109 +398,3 @@ def billing_month(
         extra["billing_second_month_s"] = round(seconds[1], 2)
         extra["billing_second_month_ratio"] = round(seconds[1] / seconds[0], 2)
     return seconds[0]
-
-
-def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) -> BenchResult:
-    config = Config.load(base.config_dir)
-    root = REPO_ROOT / ".local" / "bench"
-    name = uuid.uuid4().hex[:8]
-    s = base.isolated(f"bench_{name}", root / name)
-    res = BenchResult()
-    migrate(executor(s))
-    nodes = max(2, round(5_000_000 * scale / SAMPLES_PER_NODE_MONTH))
-    say(f"[1/6] publishing {nodes} nodes x one month (~{5_000_000 * scale:,.0f} samples)")
-    sim = publish(s, config, Period.parse("2026-10"), nodes=nodes, interval_s=600, seed=99)
-    res.samples, res.messages = sim.samples, sim.messages
-    spm = sim.samples / sim.messages
-
-    say("[2/6] raw limit: plain kafka-python consumer, doing nothing")
-    n, secs = raw_consume(s)
-    res.raw_messages_per_s, res.raw_samples_per_s = n / secs, n * spm / secs
-
-    say("[3/6] pipeline: one worker until every aggregate is in ClickHouse")
-    from rich.progress import Progress
-
-    stages: dict[str, float] = {}
-    with Progress() as bar:
-        task = bar.add_task("worker: offsets committed", total=sim.messages)
-        busy, wall, _ = drain(
-            s,
-            root / f"worker-{name}.log",
-            sim.messages,
-            timeout=7200,
-            on_tick=lambda c: bar.update(task, completed=c),
-            stages=stages,
-        )
-    res.samples_per_s = sim.samples / busy
-    # the rest of the busy time: Kafka fetch, Faust's per-event machinery, changelog, commits
-    stages["other"] = max(0.0, busy - sum(stages.values()))
-    res.extra["stages"] = {k: round(v, 2) for k, v in stages.items()}
-    say("      seconds per stage: " + ", ".join(f"{k}={v:.1f}" for k, v in stages.items()))
-    res.extra["pipeline_wall_s"] = round(wall, 1)
-    res.extra["pipeline_busy_s"] = round(busy, 1)
-    parts = Store(executor(s)).active_parts()
-    res.extra["active_parts"] = parts
-
-    say("[4/6] naive baseline: one INSERT per sample")
-    naive_s = base.isolated(f"bench_{name}n", root / (name + "n"))
-    migrate(executor(naive_s))
-    res.naive_samples_per_s = naive_inserts(naive_s, config, seconds=20)
-
-    say("[5/6] freshness at half the measured maximum, then memory with distinct keys")
-    fresh_s = base.isolated(f"bench_{name}f", root / (name + "f"))
-    migrate(executor(fresh_s))
-    ensure_topics(
-        s.kafka_bootstrap, {fresh_s.usage_topic: s.topic_partitions, fresh_s.dlq_topic: 1}
-    )
-    lat, offered = freshness(
-        fresh_s,
-        config,
-        res.samples_per_s / 2,
-        60 * min(1.0, scale) + 20,
-        root / f"worker-{name}f.log",
-    )
-    res.freshness_rate = offered
-    if lat:
-        lat.sort()
-        res.p50_freshness_s = statistics.median(lat)
-        res.p99_freshness_s = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    res.extra["freshness_probes"] = len(lat)
-    mem_s = base.isolated(f"bench_{name}m", root / (name + "m"))
-    migrate(executor(mem_s))
-    ensure_topics(s.kafka_bootstrap, {mem_s.usage_topic: s.topic_partitions, mem_s.dlq_topic: 1})
-    res.peak_rss_mib, res.memory_keys = memory_keys(
-        mem_s, config, int(1_000_000 * scale), root / f"worker-{name}m.log"
-    )
-
-    say("[6/6] billing one month for 1,000 tenants (stripe-mock)")
-    bill_s = base.isolated(f"bench_{name}b", root / (name + "b"))
-    migrate(executor(bill_s))
-    res.billing_tenants = max(10, int(1000 * min(1.0, scale * 5)))
-    res.billing_s = billing_month(bill_s, config, res.billing_tenants, root / name, res.extra)
-    return res
-
-
-def cleanup(base: Settings) -> None:
-    """Drop the bench databases and topics (a full run leaves ~1 GB in Kafka otherwise)."""
-    from kafka.admin import KafkaAdminClient
-
-    ex = executor(base)
-    for (db,) in ex.execute(
-        "SELECT name FROM system.databases WHERE startsWith(name, 'gpumeter_bench_')"
-    ):
-        ex.execute(f"DROP DATABASE IF EXISTS {ident(db)}")
-    ex.close()
-    admin = KafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
-    try:
-        mine = [t for t in admin.list_topics() if ".bench_" in t or "-bench_" in t]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
-
-
-def write_results(res: BenchResult, path: Path) -> dict[str, Any]:
-    doc = {"measured_at": datetime.now(UTC).isoformat(), **res.as_json()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return doc
