@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from devtools.bench import faust_ceiling
 from devtools.bench.result import BenchResult, write_results
 from devtools.bench.steps import (
     billing_month,
@@ -100,6 +101,15 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     res.extra["pipeline_busy_s"] = round(busy, 1)
     parts = Store(executor(s)).active_parts()
     res.extra["active_parts"] = parts
+    # Faust's own ceiling on the same topic: its stream with a do-nothing agent
+    bare = faust_ceiling.measure(s, sim.messages, root / f"ceiling-{name}.log")
+    res.extra["faust_bare_messages_per_s"] = round(bare, 1)
+    res.extra["faust_bare_samples_per_s"] = round(bare * spm, 1)
+    res.extra["faust_bare_ratio_raw"] = round(bare / res.raw_messages_per_s, 4)
+    say(
+        f"      Faust's ceiling (same app, do-nothing agent): {bare:,.0f} messages/s = "
+        f"{bare * spm:,.0f} samples/s (ratio to raw {bare / res.raw_messages_per_s:.3f})"
+    )
 
     say("[4/9] one sample per message: the same measurement, each message a bare CloudEvent")
     one_s = isolated(base, f"bench_{name}1", root / (name + "1"))

@@ -174,7 +174,8 @@ class BatchProcessor:
             r.sample.dedupe_key
             for msg, ready in prepared
             for r in ready
-            if needs_recall(r.sample.dedupe_key, floors[msg.partition])
+            if r.sample.start_us < floors[msg.partition]  # cheap pre-check: start < floor
+            and needs_recall(r.sample.dedupe_key, floors[msg.partition])
         }
         seen = HorizonSeen(self.tables.seen, floors, await self.sink.recall(old) if old else {})
         stage["recall"] += time.perf_counter() - t
