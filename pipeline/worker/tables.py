@@ -161,10 +161,9 @@ class FaustTables:
         index = self._partition_index(msg.partition)
         dropped = 0
         for minute in sorted(m for m in index if m < floor_us):
-            for key in index.pop(minute):
-                if key in self._seen_table:
-                    del self._seen_table[key]
-                    dropped += 1
+            for key in index.pop(minute):  # indexed keys exist: only expiry deletes them
+                del self._seen_table[key]
+                dropped += 1
         self._seen_table[self.floor_bytes(msg.partition)] = str(floor_us).encode()
         return dropped
 
