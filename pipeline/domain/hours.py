@@ -18,8 +18,11 @@ def to_us(ts: datetime) -> int:
     """Aware datetime -> integer micro-seconds since the epoch (exact, no float)."""
     if ts.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
-    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def from_us(us: int) -> datetime:

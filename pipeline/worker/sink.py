@@ -39,7 +39,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from clickhouse_driver.errors import Error as ClickHouseError
@@ -91,10 +91,17 @@ HOURLY_COLUMNS = (
 MAX_DATETIME_S = 2**32 - 1  # ClickHouse DateTime: unsigned 32-bit seconds since the epoch
 
 
-def _datetime(seconds: int) -> datetime:
+def _datetime(seconds: int) -> int:
+    """A ``DateTime`` column's value: whole seconds since the epoch, checked against the
+    column's range. Passed as an integer, which the driver sends as is (a ``datetime`` costs a
+    time-zone conversion per value) and chdb's ``VALUES`` reads as the same instant."""
     if not 0 <= seconds <= MAX_DATETIME_S:
         raise ValueError(f"hour {seconds}s is outside ClickHouse's DateTime range")
-    return datetime.fromtimestamp(seconds, UTC)
+    return seconds
+
+
+def _now_s(now: datetime) -> int:
+    return _datetime(int(now.timestamp()))
 
 
 def _utf8(*values: str) -> None:
@@ -137,7 +144,7 @@ def raw_head(s: UsageSample, partition: int, offset: int, now: datetime) -> tupl
         s.sm_activity_pct,
         partition,
         offset,
-        now,
+        _now_s(now),
     )
 
 
@@ -154,7 +161,7 @@ def hourly_row(key: HourlyKey, agg: Agg, now: datetime) -> tuple[Any, ...]:
         agg.busy_us,
         agg.samples,
         agg.version,
-        now,
+        _now_s(now),
         agg.late_us,
     )
 
@@ -268,13 +275,13 @@ class ClickHouseSink:
         batch is always found. Asked in chunks (the query text stays far below ClickHouse's
         ``max_query_size``); retried like a write."""
         found: dict[DedupeKey, set[Position]] = {}
-        ordered = sorted(keys, key=lambda k: (k.bucket.tenant_id, k.event_id))
-        for i in range(0, len(ordered), RECALL_CHUNK):
-            chunk = ordered[i : i + RECALL_CHUNK]
+        ordered = sorted(keys, key=lambda k: (k.bucket.tenant_id, k.bucket.source, k.event_id))
+        for chunk in recall_chunks(ordered):
             want = set(chunk)
             minutes = [k.bucket.minute_us for k in chunk]
             params = {
                 "t": tuple(sorted({k.bucket.tenant_id for k in chunk})),
+                "s": tuple(sorted({k.bucket.source for k in chunk})),
                 "i": tuple(sorted({k.event_id for k in chunk})),
                 "a": (min(minutes) - min(minutes) % HOUR_US) // US_PER_SECOND,
                 "b": (max(minutes) - max(minutes) % HOUR_US) // US_PER_SECOND,
@@ -295,9 +302,31 @@ class ClickHouseSink:
 
 
 MINUTE_US = 60 * US_PER_SECOND
-RECALL_CHUNK = 256  # identities per query: <= 256 x (tenant + id, 64 + 128 chars, escaped)
+# One recall query holds at most this many identities, and at most RECALL_BYTES of their
+# UTF-8 text counted twice (escaping adds at most a byte per byte): far below ClickHouse's
+# max_query_size (256 KiB), which hostile but valid identities (source up to 512 characters,
+# id up to 256) would otherwise exceed, a permanent error. The primary key (tenant_id,
+# event_source, event_id, hour) narrows each query to those ranges.
+RECALL_CHUNK = 256
+RECALL_BYTES = 100_000
+
+
+def recall_chunks(keys: Sequence[DedupeKey]) -> list[list[DedupeKey]]:
+    chunks: list[list[DedupeKey]] = []
+    size = 0
+    for k in keys:
+        b = k.bucket
+        cost = 2 * len(f"{b.tenant_id}{b.source}{k.event_id}".encode()) + 16
+        if not chunks or len(chunks[-1]) >= RECALL_CHUNK or size + cost > RECALL_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(k)
+        size += cost
+    return chunks
+
+
 RECALL_SQL = (
     "SELECT tenant_id, event_source, event_id, start_us, kafka_partition, kafka_offset "
-    "FROM usage_raw WHERE tenant_id IN %(t)s AND event_id IN %(i)s "
+    "FROM usage_raw WHERE tenant_id IN %(t)s AND event_source IN %(s)s AND event_id IN %(i)s "
     "AND hour >= toDateTime(%(a)s, 'UTC') AND hour <= toDateTime(%(b)s, 'UTC')"
 )

@@ -56,3 +56,21 @@ def test_recall_finds_identities_at_their_positions(
     assert found == expected
     assert sink.recalled == len(wanted) + len(absent)
     assert asyncio.run(sink.recall([])) == {}
+
+
+def test_recall_of_many_longest_identities_stays_within_the_query_size(
+    engine: DriverExecutor | ChdbExecutor,
+) -> None:
+    """300 identities at the longest the schema accepts, made of characters that escaping
+    doubles: one query would exceed ClickHouse's max_query_size (a permanent error that would
+    stop the worker); the recall splits them and finds every one."""
+    tenant = "t" * 64
+    source = "/" + "\\'" * 255 + "é"  # 512 characters
+    written = [
+        (sample(tenant, source, f"{i:03d}" + "'\\" * 126 + "x", T0 + i * 1_000_000), 1, i)
+        for i in range(300)
+    ]
+    sink = ClickHouseSink(engine)
+    asyncio.run(sink.flush([raw_row(s, p, o, NOW) for s, p, o in written], {}, NOW))
+    found = asyncio.run(sink.recall([s.dedupe_key for s, _, _ in written]))
+    assert found == {s.dedupe_key: frozenset({(p, o)}) for s, p, o in written}
