@@ -150,6 +150,7 @@ def batch_processor(
         grace_s=settings.late_grace_s,
         metrics=metrics,
         horizon_s=settings.dedupe_horizon_s,
+        partitions=settings.topic_partitions,
     )
 
 

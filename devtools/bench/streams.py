@@ -24,7 +24,7 @@ from devtools.bench.steps import (
 from devtools.sim.fleet import all_reports, report_events
 from devtools.sim.run import plan
 from devtools.supervise import start_worker, stop_worker
-from pipeline.adapters.kafka import ensure_topics, make_producer
+from pipeline.adapters.kafka import default_partition, ensure_topics, make_producer
 from pipeline.config import Config
 from pipeline.domain.period import Period
 from pipeline.settings import Settings
@@ -181,7 +181,10 @@ def live_records(
     start = datetime.fromisoformat(f"{PERIOD}-01T00:00:00").replace(tzinfo=UTC)
     windows = LIVE_DAYS * 86_400 // LIVE_INTERVAL_S
     day7 = 7 * 86_400 // LIVE_INTERVAL_S
-    day7_offsets = {p: day7 * len(range(p, nodes, partitions)) for p in range(partitions)}
+    # each node's messages are keyed by its tenant and go where Kafka's default partitioner
+    # puts that key (the worker dead-letters anything else as wrong_partition)
+    home = [default_partition(tenants[i % len(tenants)].encode(), partitions) for i in range(nodes)]
+    day7_offsets = {p: day7 * home.count(p) for p in range(partitions)}
 
     def gen() -> Iterator[Record]:
         for w in range(windows):
@@ -214,7 +217,7 @@ def live_records(
                     for g in range(LIVE_GPUS_PER_NODE)
                 ]
                 value = json.dumps(events, separators=(",", ":")).encode()
-                yield tenant.encode(), value, ts_ms, i % partitions
+                yield tenant.encode(), value, ts_ms, home[i]
 
     return gen(), day7_offsets, windows * nodes
 

@@ -18,6 +18,14 @@ def _kafka() -> Any:
 TOPIC_CONFIG = {"retention.ms": "-1"}
 
 
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java clients, kafka-python) gives ``key``:
+    ``murmur2(key) & 0x7fffffff`` modulo the partition count."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
     """Create missing topics (name -> partitions), kept without time-based retention;
     returns those created."""

@@ -32,6 +32,9 @@ class RejectReason(StrEnum):
     # a deterministic failure while processing a valid-looking event (fold, building rows);
     # the detail holds the exception text
     PROCESSING_ERROR = "processing_error"
+    # the message is not in the partition Kafka's default partitioner (murmur2) gives its key:
+    # a producer with another partitioner (librdkafka's CRC32) would split a tenant
+    WRONG_PARTITION = "wrong_partition"
 
 
 class BillingErrorCode(StrEnum):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from pipeline.adapters.kafka import default_partition
 from pipeline.domain.aggregate import MAX_SAMPLES_PER_MESSAGE, Agg, FoldResult, fold
 from pipeline.domain.dedupe import HorizonSeen, needs_recall, next_floor
 from pipeline.domain.errors import RejectReason
@@ -125,6 +126,7 @@ class BatchProcessor:
         grace_s: int = 3600,
         metrics: WorkerMetrics | None = None,
         horizon_s: int = 2 * 86_400,
+        partitions: int | None = None,
     ) -> None:
         self.ref = ref
         self.tables = tables
@@ -134,6 +136,8 @@ class BatchProcessor:
         self.limits = limits or DecodeLimits()
         self.grace_us = grace_s * US_PER_SECOND
         self.horizon_us = horizon_s * US_PER_SECOND
+        # the usage topic's partition count: a message must sit where murmur2 puts its key
+        self.partitions = partitions
         self.stats = BatchStats()
         self.metrics = metrics
 
@@ -259,6 +263,17 @@ class BatchProcessor:
         """Step 1 for one message: its samples with their hourly parts and raw row, and its
         rejects. Pure; a failure dead-letters the message (or the sample) as
         ``processing_error`` instead of failing the batch."""
+        if self.partitions and msg.key is not None:
+            home = default_partition(msg.key, self.partitions)
+            if msg.partition != home:
+                return [], [
+                    Reject(
+                        RejectReason.WRONG_PARTITION,
+                        f"key {msg.key[:64]!r} belongs in partition {home} (Kafka's default "
+                        f"murmur2 partitioner), not {msg.partition}; with librdkafka (kcat, "
+                        "confluent-kafka) set partitioner=murmur2_random",
+                    )
+                ]
         t = time.perf_counter()
         try:
             samples, rejects = decode_message(

@@ -171,3 +171,42 @@ def test_a_permanent_clickhouse_error_stops_the_worker_loudly(settings: Settings
     text = log.read_text()
     assert "ClickHouse refuses the worker's writes" in text
     assert "gpumeter_no_such_database" in text  # the server's own message
+
+
+def test_a_message_in_another_partition_than_its_key_is_dead_lettered(settings: Settings) -> None:
+    """A producer with another partitioner than Kafka's murmur2 (librdkafka's default is
+    CRC32) would put a tenant in two partitions, owned by two workers writing diverging
+    absolute values for the same hourly key. The worker refuses such a message as
+    ``wrong_partition``; the same tenant's messages in the right partition are counted."""
+    from kafka import KafkaProducer
+
+    from pipeline.adapters.kafka import default_partition
+
+    ex = server_executor(settings)
+    migrate(ex)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.usage_topic: settings.topic_partitions, settings.dlq_topic: 1},
+    )
+    home = default_partition(b"acme-ai", settings.topic_partitions)
+    other = (home + 1) % settings.topic_partitions
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer.send(
+        settings.usage_topic, key=b"acme-ai", value=json.dumps(event(1)).encode(), partition=other
+    )
+    producer.send(settings.usage_topic, key=b"acme-ai", value=json.dumps(event(2)).encode())
+    producer.flush()
+    producer.close()
+    log = settings.out_dir / "worker.log"
+    worker = start_worker(settings, log)
+    try:
+        wait_drained(settings, worker, timeout=300, progress=False)
+        assert worker.poll() is None, "the worker exited"
+    finally:
+        stop_worker(worker)
+    ids = ex.execute("SELECT event_id FROM usage_raw FINAL")
+    assert ids == [("ev-2",)]
+    dead = [(d.reason, d.source.split("/")[-2]) for d in dlq.read_dead_letters(settings)]
+    assert dead == [("wrong_partition", str(other))]
+    ex.close()
+    drop_database(settings)

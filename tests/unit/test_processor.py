@@ -162,3 +162,29 @@ def test_copies_older_than_the_horizon_are_recalled_from_clickhouse(
     assert sorted(v for v in grown.values() if v) == [300_000_000, 300_000_000]
     assert all(sink.hourly[k] >= v for k, v in counted.items())
     assert len([k for k in seen if k.startswith(b'["acme-ai"')]) == 1  # 11:00's; none older
+
+
+def test_a_message_outside_its_keys_partition_is_dead_lettered(
+    config: Config, tmp_path: Path
+) -> None:
+    """With four partitions, ``acme-ai`` belongs where Kafka's default partitioner (murmur2)
+    puts it; the same event sent to another partition (librdkafka's CRC32 default would)
+    is refused as ``wrong_partition``, so one tenant is never split over two workers."""
+    from kafka.partitioner.default import murmur2
+
+    home = (murmur2(b"acme-ai") & 0x7FFFFFFF) % 4
+    dead: list[dict[str, Any]] = []
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        dead.append(json.loads(value))
+
+    sink = Sink([], tmp_path / "chdb")
+    proc = BatchProcessor(
+        config.reference, FaustTables({}, {}), sink, send_dead_letter, lambda: T, partitions=4
+    )
+    elsewhere = Message("usage", (home + 1) % 4, 0, b"acme-ai", json.dumps([event(5)]).encode(), T)
+    at_home = Message("usage", home, 0, b"acme-ai", json.dumps([event(6)]).encode(), T)
+    asyncio.run(proc.process([elsewhere, at_home]))
+    assert [(d["reason"], d["partition"]) for d in dead] == [("wrong_partition", (home + 1) % 4)]
+    assert f"belongs in partition {home}" in dead[0]["detail"]
+    assert proc.stats.samples == 1 and sorted(sink.hourly.values()) == [300_000_000] * 2
