@@ -20,7 +20,7 @@ from typing import Any
 
 from devtools.supervise import settings_env
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.worker.app import app_options
+from pipeline.worker.app import app_options, raw_topic
 
 
 def main(total: int, out: str) -> None:
@@ -30,13 +30,7 @@ def main(total: int, out: str) -> None:
     # a group of its own (reads the topic from the start) and no state store
     options = {**app_options(settings), "store": "memory://"}
     app = faust.App(f"{settings.worker_id}-ceiling-{uuid.uuid4().hex[:6]}", **options)
-    usage = app.topic(
-        settings.usage_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    usage = raw_topic(app, settings.usage_topic)
     seen = {"n": 0, "t0": 0.0}
 
     @app.agent(usage)

@@ -62,26 +62,21 @@ def app_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def raw_topic(app: Any, name: str) -> Any:
+    """A topic of raw bytes (keys and values), decoded by us, never by Faust's codecs."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
 def create_app(settings: Settings | None = None) -> Any:
     faust = _faust()
     settings = settings or Settings()
     config = Config.load(settings.config_dir)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.worker_id, **app_options(settings))
-    usage = app.topic(
-        settings.usage_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    dlq = app.topic(
-        settings.dlq_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    usage = raw_topic(app, settings.usage_topic)
+    dlq = raw_topic(app, settings.dlq_topic)
     raw = {"key_type": bytes, "value_type": bytes, "partitions": settings.topic_partitions}
     # "_v2": keys are typed (JSON arrays) since the string keys of the first version
     seen = app.Table("seen_v2", default=None, **raw)
