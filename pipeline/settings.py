@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     session_timeout_s: float = 10.0
     # liveness: exit (for the supervisor to restart) after this long with a backlog and no batch
     stall_timeout_s: float = 30.0
+    # liveness: exit after this long in a rebalance or table recovery that restores nothing
+    recovery_timeout_s: float = 120.0
 
     # ClickHouse
     clickhouse_host: str = "127.0.0.1"

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.bootstrap import batch_processor
 from pipeline.config import Config
 from pipeline.settings import Settings
+from pipeline.worker.liveness import Liveness, Observation
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import PermanentClickHouseError
@@ -24,6 +25,7 @@ from pipeline.worker.tables import FaustTables
 log = logging.getLogger("gpumeter.worker")
 
 EXIT_CLICKHOUSE_PERMANENT = 78  # EX_CONFIG: ClickHouse refuses our writes; no retry helps
+EXIT_HUNG = 75  # EX_TEMPFAIL: hung (liveness.py); a restart replays what was not committed
 
 
 def _faust() -> Any:
@@ -103,7 +105,8 @@ def create_app(settings: Settings | None = None) -> Any:
             state["p"] = batch_processor(settings, config, tables, send_dead_letter, metrics)
         return state["p"]
 
-    progress = {"last_batch": time.monotonic(), "in_batch": False}
+    progress = {"in_batch": False}
+    liveness = Liveness(settings.stall_timeout_s, settings.recovery_timeout_s, time.monotonic())
     metrics = WorkerMetrics()
 
     @app.on_partitions_assigned.connect
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Any:
         """One line per rebalance: the usage-topic partitions this worker now owns."""
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.usage_topic)
         tables.forget_index()  # the dedupe buckets held may have changed elsewhere
+        liveness.progressed(time.monotonic())
         log.info("assigned partitions=%s", ",".join(map(str, mine)) or "none")
 
     @app.task
@@ -150,16 +154,8 @@ def create_app(settings: Settings | None = None) -> Any:
 
     @app.timer(interval=5.0)
     async def watchdog() -> None:
-        """Liveness: exit if messages wait on an assigned partition but no batch has completed
-        for ``stall_timeout_s`` (seen after broker restarts: the fetcher idles with a backlog).
-        A batch waiting for ClickHouse is not a stall. The supervisor restarts the worker and
-        the uncommitted messages are replayed."""
-        if progress["in_batch"] or getattr(app, "in_recovery", False) or app.rebalancing:
-            progress["last_batch"] = time.monotonic()  # restoring tables is not a stall
-            return
-        idle = time.monotonic() - progress["last_batch"]
-        if idle < settings.stall_timeout_s:
-            return
+        """Liveness (pipeline/worker/liveness.py): exit when hung, so that the supervisor
+        restarts the worker and the uncommitted messages are replayed."""
         consumer = app.consumer
         read = getattr(consumer, "_read_offset", {})  # Faust keeps no public "position"
         backlog = 0
@@ -167,19 +163,26 @@ def create_app(settings: Settings | None = None) -> Any:
             if tp.topic != settings.usage_topic:
                 continue
             hw = consumer.highwater(tp)
-            if hw is None:
-                continue
-            done = read.get(tp)
-            backlog += hw - (0 if done is None else done + 1)
-        if backlog > 0:
-            log.critical(
-                "no batch for %.0fs with %d messages waiting; exiting so the "
-                "supervisor restarts the worker",
-                idle,
-                backlog,
+            if hw is not None:
+                done = read.get(tp)
+                backlog += hw - (0 if done is None else done + 1)
+        recovery = getattr(app.tables, "recovery", None)
+        recovering = bool(getattr(app, "in_recovery", False) or app.rebalancing)
+        why = liveness.check(
+            Observation(
+                now=time.monotonic(),
+                in_batch=progress["in_batch"],
+                recovering=recovering,
+                recovery_remaining=recovery.active_remaining_total()
+                if recovering and recovery is not None
+                else None,
+                backlog=backlog,
             )
+        )
+        if why:
+            log.critical("%s; exiting so that the supervisor restarts the worker", why)
             logging.shutdown()
-            os._exit(75)
+            os._exit(EXIT_HUNG)
 
     @app.agent(usage)
     async def process(stream: Any) -> None:
@@ -227,7 +230,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 logging.shutdown()
                 os._exit(70)
             progress["in_batch"] = False
-            progress["last_batch"] = time.monotonic()
+            liveness.progressed(time.monotonic())
             if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
                 s = proc.stats
