@@ -27,7 +27,7 @@ from devtools.sim.truth import read_truth
 from devtools.supervise import start_worker, stop_worker
 from devtools.verify import compare, expected_bills, stored_as_truth
 from pipeline.adapters.clickhouse import migrate
-from pipeline.adapters.kafka import end_offsets, group_lag, make_producer
+from pipeline.adapters.kafka import end_offsets, ensure_topics, group_lag, make_producer
 from pipeline.adapters.store import Store
 from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
@@ -51,6 +51,8 @@ class FaultPlan:
     workers: int = 1
     kill_one_of_two: bool = False
     timeout_s: float = 1500.0
+    # no offset committed for this long with messages waiting: stop and show the workers' logs
+    stall_s: float = 300.0
 
 
 @dataclass
@@ -164,6 +166,42 @@ class Fleet:
                 self.self_restarts += 1
                 self.start(i)
 
+    def log_lines(self, i: int, marker: str) -> list[str]:
+        path = self.log_dir / f"worker-{i}.log"
+        if not path.exists():
+            return []
+        return [ln for ln in path.read_text(errors="replace").splitlines() if marker in ln]
+
+    def owns_partitions(self, i: int) -> bool:
+        """Worker ``i``'s latest assignment (its last ``assigned partitions=`` line) is not
+        empty."""
+        lines = self.log_lines(i, "assigned partitions=")
+        return bool(lines) and not lines[-1].rstrip().endswith("partitions=none")
+
+    def wait_shared(self, timeout: float) -> None:
+        """Block until every worker owns partitions (all of them have work once messages
+        arrive)."""
+        deadline = time.monotonic() + timeout
+        while not all(self.owns_partitions(i) for i in self.alive()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers never shared the partitions\n{self.tails()}")
+            self.watch()
+            time.sleep(0.5)
+
+    def all_processed(self) -> bool:
+        """Every live worker has completed a batch."""
+        return all(self.log_lines(i, "processed messages=") for i in self.alive())
+
+    def tails(self, lines: int = 25) -> str:
+        """The end of each worker's log, for a run that fails."""
+        out = []
+        for i in sorted(self.procs):
+            path = self.log_dir / f"worker-{i}.log"
+            text = path.read_text(errors="replace").splitlines() if path.exists() else []
+            keep = [t for t in text if "kafka.net.selector" not in t][-lines:]
+            out.append(f"--- worker-{i}.log (last {len(keep)} lines)\n" + "\n".join(keep))
+        return "\n".join(out)
+
     def alive(self) -> list[int]:
         return [i for i, p in self.procs.items() if i not in self.retired and p is not None]
 
@@ -187,6 +225,11 @@ def run_faults(
     ex = executor(settings)
     migrate(ex)
     ex.close()
+    fleet: Fleet | None = None
+    if plan.workers > 1:  # every worker owns partitions before the first message arrives
+        ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: settings.topic_partitions})
+        fleet = Fleet(settings, plan.workers, log_dir)
+        fleet.wait_shared(timeout=180)
     sim = publish(
         settings,
         config,
@@ -220,9 +263,10 @@ def run_faults(
         actions.append((0.4, "retire"))
     actions.sort()
 
-    fleet = Fleet(settings, plan.workers, log_dir)
+    fleet = fleet or Fleet(settings, plan.workers, log_dir)
     committed = 0
     poll_failures = 0
+    progress_at, last_committed = time.monotonic(), -1
     try:
         deadline = time.monotonic() + plan.timeout_s
         while True:
@@ -238,7 +282,16 @@ def run_faults(
                     say(f"progress poll failed ({poll_failures}x): {type(exc).__name__}: {exc}")
             if lag == 0 and committed >= total:
                 break
+            if committed != last_committed:
+                progress_at, last_committed = time.monotonic(), committed
+            elif time.monotonic() - progress_at > plan.stall_s:
+                raise TimeoutError(
+                    f"no offset committed for {plan.stall_s:.0f}s at {committed}/{total}; "
+                    f"timeline {rep.log}\n{fleet.tails()}"
+                )
             while actions and lag > 0 and committed >= actions[0][0] * total:
+                if actions[0][1] == "retire" and not fleet.all_processed():
+                    break  # the retired worker must have had work first
                 _, what = actions.pop(0)
                 rep.log.append(f"{time.monotonic() - started:6.1f}s at {committed}/{total}: {what}")
                 say(rep.log[-1])
@@ -265,7 +318,10 @@ def run_faults(
                     infra("kafka", "restart")
                     rep.broker_restarts += 1
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not drained after {plan.timeout_s}s: {committed}/{total}")
+                raise TimeoutError(
+                    f"not drained after {plan.timeout_s}s: {committed}/{total}; "
+                    f"timeline {rep.log}\n{fleet.tails()}"
+                )
             time.sleep(0.5)
     finally:
         fleet.stop()

@@ -3,7 +3,6 @@ same totals as one worker alone (and as the ground truth)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -35,11 +34,7 @@ def consume(
     ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: settings.topic_partitions})
     fleet = Fleet(settings, workers, logs)
     try:
-        deadline = time.monotonic() + 180
-        while not all(owns_partitions(logs / f"worker-{i}.log") for i in range(workers)):
-            assert time.monotonic() < deadline, "workers never shared the partitions"
-            fleet.watch()
-            time.sleep(0.5)
+        fleet.wait_shared(timeout=180)
         sim = publish(
             settings,
             config,
@@ -57,15 +52,6 @@ def consume(
     drop_database(settings)
     texts = [(logs / f"worker-{i}.log").read_text() for i in range(workers)]
     return stored, read_truth(sim.truth_path), texts
-
-
-def owns_partitions(log: Path) -> bool:
-    """The worker's latest assignment (its log's last ``assigned partitions=`` line) is not
-    empty."""
-    if not log.exists():
-        return False
-    lines = [ln for ln in log.read_text().splitlines() if "assigned partitions=" in ln]
-    return bool(lines) and not lines[-1].rstrip().endswith("partitions=none")
 
 
 def test_two_workers_store_what_one_worker_stores(
