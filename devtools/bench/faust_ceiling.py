@@ -28,7 +28,11 @@ def main(total: int, out: str) -> None:
 
     settings = Settings()
     # a group of its own (reads the topic from the start) and no state store
-    options = {**app_options(settings), "store": "memory://"}
+    options = {
+        **app_options(settings),
+        "store": "memory://",
+        "datadir": str(settings.worker_data_dir / "ceiling"),  # not a directory in the cwd
+    }
     app = faust.App(f"{settings.worker_id}-ceiling-{uuid.uuid4().hex[:6]}", **options)
     usage = raw_topic(app, settings.usage_topic)
     seen = {"n": 0, "t0": 0.0}
