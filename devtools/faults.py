@@ -267,6 +267,7 @@ def run_faults(
     committed = 0
     poll_failures = 0
     progress_at, last_committed = time.monotonic(), -1
+    last_poll_error = "none"
     try:
         deadline = time.monotonic() + plan.timeout_s
         while True:
@@ -278,6 +279,7 @@ def run_faults(
             except Exception as exc:  # noqa: BLE001 - broker restarting: poll again
                 lag = -1
                 poll_failures += 1
+                last_poll_error = f"{type(exc).__name__}: {exc}"
                 if poll_failures in (1, 10, 100):
                     say(f"progress poll failed ({poll_failures}x): {type(exc).__name__}: {exc}")
             if lag == 0 and committed >= total:
@@ -287,6 +289,7 @@ def run_faults(
             elif time.monotonic() - progress_at > plan.stall_s:
                 raise TimeoutError(
                     f"no offset committed for {plan.stall_s:.0f}s at {committed}/{total}; "
+                    f"lag polls failed {poll_failures}x (last: {last_poll_error}); "
                     f"timeline {rep.log}\n{fleet.tails()}"
                 )
             while actions and lag > 0 and committed >= actions[0][0] * total:

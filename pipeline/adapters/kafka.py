@@ -86,8 +86,11 @@ def partition_lags(bootstrap: str, group: str, topic: str) -> list[tuple[int, in
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return []
-        ends = consumer.end_offsets(tps)
-        return [(tp.partition, consumer.committed(tp) or 0, ends[tp]) for tp in tps]
+        wait = QUICK_CLIENT["request_timeout_ms"]  # without one, retriable errors loop for ever
+        ends = consumer.end_offsets(tps, timeout_ms=wait)
+        return [
+            (tp.partition, consumer.committed(tp, timeout_ms=wait) or 0, ends[tp]) for tp in tps
+        ]
     finally:
         consumer.close()
 
@@ -124,6 +127,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        ends = consumer.end_offsets(tps, timeout_ms=QUICK_CLIENT["request_timeout_ms"])
+        return {tp.partition: off for tp, off in ends.items()}
     finally:
         consumer.close()
