@@ -341,7 +341,7 @@ def test_kafka_stopped_while_collecting_then_restarted(
     log_path = settings.out_dir / "collector.log"
     with serving({"/a": recorded("node-a")[1:2]}) as ex, log_path.open("ab") as log:
         proc = subprocess.Popen(
-            collector_cmd(ex.url("/a"), "--interval", "1", "--scrapes", "70"),
+            collector_cmd(ex.url("/a"), "--interval", "0.5", "--scrapes", "70"),
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

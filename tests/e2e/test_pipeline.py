@@ -61,7 +61,7 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
         config,
         period,
         nodes=6,
-        interval_s=900,
+        interval_s=1800,
         seed=11,
         bad_every=300,
         progress=False,

@@ -40,7 +40,7 @@ def consume(
             config,
             Period.parse("2026-10"),
             nodes=4,
-            interval_s=900,
+            interval_s=1800,
             seed=8,
             progress=False,
         )

@@ -22,6 +22,10 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
+# reports every 20 minutes per GPU: about 70,000 samples per test, enough for every fault to
+# land mid-stream (`make faults` runs the larger default plan)
+INTERVAL = 1200
+
 
 def run(plan: FaultPlan, config: Config, tmp_path: Path) -> FaultReport:
     name = unique("f")
@@ -37,12 +41,14 @@ def run(plan: FaultPlan, config: Config, tmp_path: Path) -> FaultReport:
 
 
 def test_worker_sigkilled_three_times(stack: None, config: Config, tmp_path: Path) -> None:
-    rep = run(FaultPlan(nodes=6, kills=3, seed=21), config, tmp_path)
+    rep = run(FaultPlan(nodes=6, kills=3, seed=21, interval_s=INTERVAL), config, tmp_path)
     assert rep.kills == 3
 
 
 def test_clickhouse_down_for_30_seconds(stack: None, config: Config, tmp_path: Path) -> None:
-    rep = run(FaultPlan(nodes=4, clickhouse_outage_s=30, seed=22), config, tmp_path)
+    rep = run(
+        FaultPlan(nodes=4, clickhouse_outage_s=30, seed=22, interval_s=INTERVAL), config, tmp_path
+    )
     assert rep.clickhouse_outages == 1
     assert rep.self_restarts == 0  # the worker backed off and resumed by itself
     log = (tmp_path / "logs" / "worker-0.log").read_text()
@@ -50,7 +56,7 @@ def test_clickhouse_down_for_30_seconds(stack: None, config: Config, tmp_path: P
 
 
 def test_kafka_broker_restarted(stack: None, config: Config, tmp_path: Path) -> None:
-    rep = run(FaultPlan(nodes=4, broker_restarts=1, seed=23), config, tmp_path)
+    rep = run(FaultPlan(nodes=4, broker_restarts=1, seed=23, interval_s=INTERVAL), config, tmp_path)
     assert rep.broker_restarts == 1
 
 
@@ -58,7 +64,13 @@ def test_resends_replayed_range_late_and_invalid(
     stack: None, config: Config, tmp_path: Path
 ) -> None:
     plan = FaultPlan(
-        nodes=4, duplicate_rate=0.05, replay_messages=800, late_every=40, bad_every=300, seed=24
+        nodes=4,
+        duplicate_rate=0.05,
+        replay_messages=800,
+        late_every=40,
+        bad_every=300,
+        seed=24,
+        interval_s=INTERVAL,
     )
     rep = run(plan, config, tmp_path)
     assert rep.duplicates > 0.03 * rep.messages and rep.replayed == 800
@@ -69,7 +81,11 @@ def test_resends_replayed_range_late_and_invalid(
 def test_two_workers_one_killed_the_other_takes_over(
     stack: None, config: Config, tmp_path: Path
 ) -> None:
-    rep = run(FaultPlan(nodes=6, workers=2, kill_one_of_two=True, seed=25), config, tmp_path)
+    rep = run(
+        FaultPlan(nodes=6, workers=2, kill_one_of_two=True, seed=25, interval_s=INTERVAL),
+        config,
+        tmp_path,
+    )
     assert rep.workers_retired == 1
     logs = [(tmp_path / "logs" / f"worker-{i}.log").read_text() for i in (0, 1)]
     assert all("processed messages=" in log for log in logs)  # both had work before the kill
