@@ -29,7 +29,7 @@ from tests.services import drop_database, server_executor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
 
-NODES, INTERVAL, SEED = 6, 900, 11
+NODES, INTERVAL, SEED = 6, 1800, 11
 
 
 def test_the_simulated_month_rolls_up_exactly_and_idle_plus_charged_is_platform_cost(
