@@ -95,6 +95,17 @@ def partition_lags(bootstrap: str, group: str, topic: str) -> list[tuple[int, in
         consumer.close()
 
 
+def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has; ``None`` when it does not exist yet."""
+    kafka = _kafka()
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, **QUICK_CLIENT)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        return len(parts) if parts else None
+    finally:
+        consumer.close()
+
+
 def group_lag(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
     """(committed offsets summed, messages not yet committed by the group) for a topic."""
     rows = partition_lags(bootstrap, group, topic)

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.adapters.kafka import partition_count
 from pipeline.bootstrap import batch_processor
 from pipeline.config import Config
 from pipeline.settings import Settings
@@ -24,7 +25,8 @@ from pipeline.worker.tables import FaustTables
 
 log = logging.getLogger("gpumeter.worker")
 
-EXIT_CLICKHOUSE_PERMANENT = 78  # EX_CONFIG: ClickHouse refuses our writes; no retry helps
+EXIT_CONFIG = 78  # EX_CONFIG: a setting contradicts the topic; no retry helps
+EXIT_CLICKHOUSE_PERMANENT = EXIT_CONFIG  # ClickHouse refuses our writes; no retry helps
 EXIT_HUNG = 75  # EX_TEMPFAIL: hung (liveness.py); a restart replays what was not committed
 
 
@@ -249,8 +251,36 @@ def create_app(settings: Settings | None = None) -> Any:
     return app
 
 
+def check_partitions(settings: Settings) -> None:
+    """Refuse to start when the usage topic has another partition count than
+    ``GPUMETER_TOPIC_PARTITIONS``: the worker checks that each message sits in the partition
+    Kafka's partitioner gives its key for that count, so with a wrong count it would
+    dead-letter most messages as ``wrong_partition``. A broker not answering is not a reason to
+    refuse (the worker waits for it like any other time); the check runs at the next start."""
+    from kafka.errors import KafkaError
+
+    try:
+        found = partition_count(settings.kafka_bootstrap, settings.usage_topic)
+    except KafkaError as exc:
+        log.warning("partition count of %s not checked: %s", settings.usage_topic, exc)
+        return
+    if found is not None and found != settings.topic_partitions:
+        log.critical(
+            "topic %s has %d partitions but GPUMETER_TOPIC_PARTITIONS=%d; set it to the "
+            "topic's count and restart (partitions added to a live topic move tenants: drain "
+            "it and migrate to a new topic instead, see the README's Limits)",
+            settings.usage_topic,
+            found,
+            settings.topic_partitions,
+        )
+        logging.shutdown()
+        raise SystemExit(EXIT_CONFIG)
+
+
 def run_worker(settings: Settings | None = None, loglevel: str = "info") -> None:
     faust = _faust()
+    settings = settings or Settings()
+    check_partitions(settings)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

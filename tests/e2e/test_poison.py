@@ -173,6 +173,21 @@ def test_a_permanent_clickhouse_error_stops_the_worker_loudly(settings: Settings
     assert "gpumeter_no_such_database" in text  # the server's own message
 
 
+def test_a_partition_count_other_than_the_topics_is_refused_at_start(settings: Settings) -> None:
+    """With a wrong ``GPUMETER_TOPIC_PARTITIONS`` the worker would dead-letter most messages as
+    ``wrong_partition``; it refuses to start instead, and says which setting to change."""
+    ensure_topics(settings.kafka_bootstrap, {settings.usage_topic: 2})
+    wrong = settings.model_copy(update={"topic_partitions": 4})
+    log = wrong.out_dir / "worker.log"
+    worker = start_worker(wrong, log)
+    try:
+        assert worker.wait(120) == 78
+    finally:
+        stop_worker(worker)
+    text = log.read_text()
+    assert f"topic {settings.usage_topic} has 2 partitions but GPUMETER_TOPIC_PARTITIONS=4" in text
+
+
 def test_a_message_in_another_partition_than_its_key_is_dead_lettered(settings: Settings) -> None:
     """A producer with another partitioner than Kafka's murmur2 (librdkafka's default is
     CRC32) would put a tenant in two partitions, owned by two workers writing diverging
