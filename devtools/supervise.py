@@ -87,3 +87,16 @@ def wait_drained(
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"worker not drained after {timeout:.0f}s ({lag} left)")
             time.sleep(1)
+
+
+def drain_once(settings: Settings, log_path: Path, timeout: float = 300) -> str:
+    """Run one worker until its group has committed the whole usage topic, then stop it
+    (SIGTERM). It must not have exited on its own meanwhile. Returns its log."""
+    worker = start_worker(settings, log_path)
+    try:
+        wait_drained(settings, worker, timeout=timeout, progress=False)
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with code {worker.returncode} once drained")
+    finally:
+        stop_worker(worker)
+    return log_path.read_text()

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from devtools.supervise import settings_env, start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once, settings_env
 from pipeline import cli, dlq
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import ensure_topics
@@ -123,11 +123,7 @@ def topic_events(settings: Settings, topic: str) -> list[dict[str, Any]]:
 
 
 def run_worker(settings: Settings) -> None:
-    worker = start_worker(settings, settings.out_dir / "worker.log")
-    try:
-        wait_drained(settings, worker, timeout=300, progress=False)
-    finally:
-        stop_worker(worker)
+    drain_once(settings, settings.out_dir / "worker.log")
 
 
 def topics(settings: Settings) -> None:

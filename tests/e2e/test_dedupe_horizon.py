@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once, start_worker, wait_drained
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import ensure_topics
 from pipeline.settings import Settings
@@ -98,18 +98,12 @@ def test_copies_past_the_horizon_are_not_counted_after_a_restart(
         ],
     )
     fresh = settings.model_copy(update={"worker_data_dir": tmp_path / "fresh"})
-    second = start_worker(fresh, tmp_path / "worker-2.log")
-    try:
-        wait_drained(fresh, second, timeout=300, progress=False)
-        assert second.poll() is None, "the worker exited"
-    finally:
-        stop_worker(second)
+    log = drain_once(fresh, tmp_path / "worker-2.log")
 
     ids = ex.execute("SELECT event_id FROM usage_raw FINAL ORDER BY event_id")
     assert [r[0] for r in ids] == ["ev-0", "ev-1", "ev-2"]
     total = ex.execute("SELECT sum(usage_us) FROM usage_hourly FINAL WHERE tenant_id = 'acme-ai'")
     assert int(total[0][0]) == 3 * TEN_MIN_US  # each event once, 10 minutes each
-    log = (tmp_path / "worker-2.log").read_text()
     assert "exiting" not in log and "batch processing failed" not in log
     ex.close()
     drop_database(settings)

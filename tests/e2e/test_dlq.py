@@ -9,7 +9,7 @@ import pytest
 
 from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once
 from devtools.verify import compare, stored_as_truth
 from pipeline import dlq
 from pipeline.adapters.clickhouse import migrate
@@ -20,14 +20,6 @@ from pipeline.settings import Settings
 from tests.services import drop_database, server_executor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
-
-
-def drain(settings: Settings, log: Path) -> None:
-    worker = start_worker(settings, log)
-    try:
-        wait_drained(settings, worker, timeout=300, progress=False)
-    finally:
-        stop_worker(worker)
 
 
 def test_unknown_tenant_dead_lettered_then_resubmitted_after_fix(
@@ -53,7 +45,7 @@ def test_unknown_tenant_dead_lettered_then_resubmitted_after_fix(
     )
 
     broken = settings.model_copy(update={"config_dir": tmp_config})
-    drain(broken, settings.out_dir / "worker-1.log")
+    drain_once(broken, settings.out_dir / "worker-1.log")
     counts = dlq.count_by_reason(dlq.read_dead_letters(settings))
     assert set(counts) == {"unknown_tenant"} and counts["unknown_tenant"] > 0
     store = Store(ex)
@@ -65,7 +57,7 @@ def test_unknown_tenant_dead_lettered_then_resubmitted_after_fix(
     assert (sent, skipped) == (counts["unknown_tenant"], 0)
     assert dlq.resubmit(settings, ex, "unknown_tenant") == (0, sent)  # never twice
 
-    drain(settings, settings.out_dir / "worker-2.log")  # fixed config
+    drain_once(settings, settings.out_dir / "worker-2.log")  # fixed config
     v = compare(truth, stored_as_truth(store, period))
     assert v.exact, v
     ex.close()

@@ -13,7 +13,7 @@ import pytest
 
 from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.store import Store
 from pipeline.bootstrap import exporter
@@ -44,11 +44,7 @@ def test_a_simulated_month_exports_its_ground_truth_and_passes_the_validator(
     try:
         migrate(ex)
         sim = publish(settings, config, period, nodes=5, interval_s=1800, seed=23, progress=False)
-        worker = start_worker(settings, settings.out_dir / "worker.log")
-        try:
-            wait_drained(settings, worker, timeout=600, progress=False)
-        finally:
-            stop_worker(worker)
+        drain_once(settings, settings.out_dir / "worker.log", timeout=600)
 
         exports = exporter(
             settings, config, Store(ex), clock=lambda: datetime(2026, 11, 3, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 
 from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once
 from devtools.verify import compare, expected_bills, stored_as_truth
 from pipeline.adapters.chargeback import ChargebackLedger
 from pipeline.adapters.clickhouse import migrate
@@ -68,11 +68,7 @@ def test_a_month_through_the_whole_stack(settings: Settings, config: Config) -> 
     )
     assert sim.samples > 10_000 and sim.bad_messages > 0
 
-    worker = start_worker(settings, settings.out_dir / "worker.log")
-    try:
-        wait_drained(settings, worker, timeout=600, progress=False)
-    finally:
-        stop_worker(worker)
+    drain_once(settings, settings.out_dir / "worker.log", timeout=600)
 
     store = Store(ex)
     truth = read_truth(sim.truth_path)

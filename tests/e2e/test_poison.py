@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once, start_worker, stop_worker
 from pipeline import dlq
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.kafka import ensure_topics
@@ -90,14 +90,7 @@ def test_poison_events_are_dead_lettered_and_the_partition_goes_on(settings: Set
         json.dumps(event(8)).encode(),
     ]
     produce(settings, values)
-    log = settings.out_dir / "worker.log"
-    worker = start_worker(settings, log)
-    try:
-        wait_drained(settings, worker, timeout=300, progress=False)
-        assert worker.poll() is None, "the worker exited"
-    finally:
-        stop_worker(worker)
-    text = log.read_text()
+    text = drain_once(settings, settings.out_dir / "worker.log")
     assert "exiting" not in text and "batch processing failed" not in text
 
     rows = ex.execute(
@@ -212,13 +205,7 @@ def test_a_message_in_another_partition_than_its_key_is_dead_lettered(settings: 
     producer.send(settings.usage_topic, key=b"acme-ai", value=json.dumps(event(2)).encode())
     producer.flush()
     producer.close()
-    log = settings.out_dir / "worker.log"
-    worker = start_worker(settings, log)
-    try:
-        wait_drained(settings, worker, timeout=300, progress=False)
-        assert worker.poll() is None, "the worker exited"
-    finally:
-        stop_worker(worker)
+    drain_once(settings, settings.out_dir / "worker.log")
     ids = ex.execute("SELECT event_id FROM usage_raw FINAL")
     assert ids == [("ev-2",)]
     dead = [(d.reason, d.source.split("/")[-2]) for d in dlq.read_dead_letters(settings)]

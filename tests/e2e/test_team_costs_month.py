@@ -14,7 +14,7 @@ import pytest
 from devtools.capacity import fleet_plan
 from devtools.sim.run import publish
 from devtools.sim.truth import read_truth
-from devtools.supervise import start_worker, stop_worker, wait_drained
+from devtools.supervise import drain_once
 from pipeline.adapters.clickhouse import migrate
 from pipeline.adapters.store import Store
 from pipeline.adapters.team_costs import TeamCostBook
@@ -41,11 +41,7 @@ def test_the_simulated_month_rolls_up_exactly_and_idle_plus_charged_is_platform_
     sim = publish(
         settings, config, period, nodes=NODES, interval_s=INTERVAL, seed=SEED, progress=False
     )
-    worker = start_worker(settings, settings.out_dir / "worker.log")
-    try:
-        wait_drained(settings, worker, timeout=600, progress=False)
-    finally:
-        stop_worker(worker)
+    drain_once(settings, settings.out_dir / "worker.log", timeout=600)
 
     plan = fleet_plan(config, NODES, INTERVAL, SEED)  # the capacity of exactly that fleet
     team = TeamConfig(config.reference, plan, BudgetPlan())
