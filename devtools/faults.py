@@ -151,8 +151,11 @@ class Fleet:
             update={"worker_data_dir": self.settings.worker_data_dir / f"w{i}"}
         )
 
+    def log_path(self, i: int) -> Path:
+        return self.log_dir / f"worker-{i}.log"
+
     def start(self, i: int) -> None:
-        self.procs[i] = start_worker(self.worker_settings(i), self.log_dir / f"worker-{i}.log")
+        self.procs[i] = start_worker(self.worker_settings(i), self.log_path(i))
 
     def kill(self, i: int) -> None:
         proc = self.procs[i]
@@ -166,8 +169,9 @@ class Fleet:
                 self.self_restarts += 1
                 self.start(i)
 
-    def log_lines(self, i: int, marker: str) -> list[str]:
-        path = self.log_dir / f"worker-{i}.log"
+    def log_lines(self, i: int, marker: str = "") -> list[str]:
+        """Worker ``i``'s log lines holding ``marker``."""
+        path = self.log_path(i)
         if not path.exists():
             return []
         return [ln for ln in path.read_text(errors="replace").splitlines() if marker in ln]
@@ -196,9 +200,7 @@ class Fleet:
         """The end of each worker's log, for a run that fails."""
         out = []
         for i in sorted(self.procs):
-            path = self.log_dir / f"worker-{i}.log"
-            text = path.read_text(errors="replace").splitlines() if path.exists() else []
-            keep = [t for t in text if "kafka.net.selector" not in t][-lines:]
+            keep = [t for t in self.log_lines(i) if "kafka.net.selector" not in t][-lines:]
             out.append(f"--- worker-{i}.log (last {len(keep)} lines)\n" + "\n".join(keep))
         return "\n".join(out)
 

@@ -137,20 +137,28 @@ def create_app(settings: Settings | None = None) -> Any:
                 "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
             )
 
-    @app.timer(interval=5.0)
-    async def consumer_gauges() -> None:
-        """Lag and last committed offset per assigned partition of the usage topic."""
+    def usage_lags() -> dict[int, int]:
+        """Messages waiting per assigned usage-topic partition whose end offset is known."""
         consumer = app.consumer
         read = getattr(consumer, "_read_offset", {})  # Faust keeps no public "position"
-        committed = getattr(consumer, "_committed_offset", {})
+        lags = {}
         for tp in consumer.assignment():
             if tp.topic != settings.usage_topic:
                 continue
             hw = consumer.highwater(tp)
-            done = read.get(tp)
             if hw is not None:
-                metrics.lag.labels(str(tp.partition)).set(hw - (0 if done is None else done + 1))
-            if committed.get(tp) is not None:
+                done = read.get(tp)
+                lags[tp.partition] = hw - (0 if done is None else done + 1)
+        return lags
+
+    @app.timer(interval=5.0)
+    async def consumer_gauges() -> None:
+        """Lag and last committed offset per assigned partition of the usage topic."""
+        for partition, lag in usage_lags().items():
+            metrics.lag.labels(str(partition)).set(lag)
+        committed = getattr(app.consumer, "_committed_offset", {})
+        for tp in app.consumer.assignment():
+            if tp.topic == settings.usage_topic and committed.get(tp) is not None:
                 metrics.committed.labels(str(tp.partition)).set(committed[tp])
         metrics.dedupe_held.set(tables.buckets_held())
 
@@ -158,16 +166,6 @@ def create_app(settings: Settings | None = None) -> Any:
     async def watchdog() -> None:
         """Liveness (pipeline/worker/liveness.py): exit when hung, so that the supervisor
         restarts the worker and the uncommitted messages are replayed."""
-        consumer = app.consumer
-        read = getattr(consumer, "_read_offset", {})  # Faust keeps no public "position"
-        backlog = 0
-        for tp in consumer.assignment():
-            if tp.topic != settings.usage_topic:
-                continue
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                done = read.get(tp)
-                backlog += hw - (0 if done is None else done + 1)
         recovery = getattr(app.tables, "recovery", None)
         recovering = bool(getattr(app, "in_recovery", False) or app.rebalancing)
         why = liveness.check(
@@ -178,7 +176,7 @@ def create_app(settings: Settings | None = None) -> Any:
                 recovery_remaining=recovery.active_remaining_total()
                 if recovering and recovery is not None
                 else None,
-                backlog=backlog,
+                backlog=sum(usage_lags().values()),
             )
         )
         if why:

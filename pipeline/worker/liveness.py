@@ -1,9 +1,9 @@
 """The worker's liveness rule, without I/O: when to give up and let the supervisor restart it.
 
 A worker that exits loses nothing (offsets are committed only after ClickHouse holds a batch;
-the rest is replayed), but a worker that hangs stops metering of its partitions. Two hangs
-were seen with Faust: a fetcher left idle after a broker restart, and a rebalance or table
-recovery that never finishes (faust-streaming issues #21, #74, #133). The rule:
+the rest is replayed), but a worker that hangs stops metering of its partitions. Faust hangs
+in two ways: a fetcher left idle after a broker restart (seen here), and a rebalance or table
+recovery that never finishes (reported in faust-streaming issues #21, #74, #133). The rule:
 
 1. a batch in progress is progress (a batch waiting for ClickHouse is retrying, not hung);
 2. during a rebalance or table recovery, progress is the number of changelog records left to
