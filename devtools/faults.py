@@ -53,6 +53,9 @@ class FaultPlan:
     timeout_s: float = 1500.0
     # no offset committed for this long with messages waiting: stop and show the workers' logs
     stall_s: float = 300.0
+    # messages per batch: small, so that every fault lands between and inside many batches
+    # (a worker takes up to GPUMETER_SINK_BATCH_SAMPLES=20,000, more than a test's whole topic)
+    batch_messages: int = 400
 
 
 @dataclass
@@ -221,6 +224,7 @@ def run_faults(
     say: Callable[[str], None] = print,
 ) -> FaultReport:
     started = time.monotonic()
+    settings = settings.model_copy(update={"sink_batch_samples": plan.batch_messages})
     rng = random.Random(plan.seed)
     rep = FaultReport()
     period = Period.parse(plan.period)

@@ -87,7 +87,6 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker.app import run_worker
 
-    sys.argv = sys.argv[:1]  # Faust's worker parses argv itself
     run_worker(settings, loglevel=args.loglevel)
     return 0
 
@@ -398,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(func=cmd_simulate)
 
-    w = sub.add_parser("worker", help="run the Faust stream worker")
+    w = sub.add_parser("worker", help="run the stream worker (consumer group member)")
     w.add_argument("--loglevel", default="info")
     w.set_defaults(func=cmd_worker)
 

@@ -26,9 +26,11 @@ def default_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
-    """Create missing topics (name -> partitions), kept without time-based retention;
-    returns those created."""
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], config: dict[str, str] | None = None
+) -> list[str]:
+    """Create missing topics (name -> partitions), kept without time-based retention unless
+    ``config`` says otherwise; returns those created."""
     kafka = _kafka()
     from kafka.admin import NewTopic
 
@@ -36,7 +38,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(n, p, 1, topic_configs=dict(TOPIC_CONFIG))
+            NewTopic(n, p, 1, topic_configs=dict(config or TOPIC_CONFIG))
             for n, p in topics.items()
             if n not in existing
         ]

@@ -1,1 +1,2 @@
-"""The stream worker (Faust agent) and its ClickHouse sink."""
+"""The stream worker: its runtime (consumer group, state, changelog), batch processor and
+ClickHouse sink."""

@@ -1,9 +1,11 @@
 """The worker's liveness rule, without I/O: when to give up and let the supervisor restart it.
 
 A worker that exits loses nothing (offsets are committed only after ClickHouse holds a batch;
-the rest is replayed), but a worker that hangs stops metering of its partitions. Faust hangs
-in two ways: a fetcher left idle after a broker restart (seen here), and a rebalance or table
-recovery that never finishes (reported in faust-streaming issues #21, #74, #133). The rule:
+the rest is replayed), but a worker that hangs stops metering of its partitions. A consumer
+can hang in two ways: a fetcher left idle after a broker restart (seen with Faust, which the
+worker ran on before), and a rebalance or state recovery that never finishes (reported in
+faust-streaming issues #21, #74, #133; the runtime's own changelog recovery is watched the
+same way). The rule:
 
 1. a batch in progress is progress (a batch waiting for ClickHouse is retrying, not hung);
 2. during a rebalance or table recovery, progress is the number of changelog records left to

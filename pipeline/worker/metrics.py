@@ -1,8 +1,8 @@
 """The worker's Prometheus metrics (``prometheus_client``), served on ``GPUMETER_METRICS_PORT``.
 
 One registry per worker (no process-global state): the batch processor records what each batch
-did and how long each stage took, the Faust app's timer records consumer lag and committed
-offsets per partition. ``gpumeter status`` reads the same endpoint.
+did and how long each stage took; the runtime records consumer lag and committed offsets per
+partition, and the checkpoint and commit stages. ``gpumeter status`` reads the same endpoint.
 
 | metric | kind | labels |
 |---|---|---|
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-STAGES = ("decode", "rows", "recall", "fold", "state", "insert")
+STAGES = ("decode", "rows", "recall", "fold", "state", "insert", "checkpoint", "commit")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 

@@ -1,7 +1,7 @@
 """One batch of Kafka messages -> dead letters, table updates and ClickHouse rows.
 
-Framework-free (no Faust import) so that it can be unit-tested with plain dicts; the Faust
-agent in :mod:`pipeline.worker.app` feeds it. Steps are numbered as in the write-order
+Framework-free (no Kafka client) so that it can be unit-tested in memory; the runtime in
+:mod:`pipeline.worker.runtime` feeds it. Steps are numbered as in the write-order
 contract of :mod:`pipeline.worker.sink`.
 
 **Poison messages**: everything done to a message before it touches state is pure (decode,
@@ -41,7 +41,6 @@ class Message:
     key: bytes | None
     value: bytes | None
     timestamp: datetime | None = None  # broker/producer time: validation is deterministic on replay
-    handle: Any = None  # the framework's event, to bind table writes to its partition
 
 
 class Tables(Protocol):

@@ -1,21 +1,20 @@
 """ClickHouse sink for the stream worker.
 
-Write order (the contract, numbered as in :func:`pipeline.worker.app.process_batch`):
+Write order (the contract of :mod:`pipeline.worker.runtime`, numbered the same there):
 
-1. The agent takes a batch of Kafka messages and decodes them; rejects go to the dead-letter
-   topic and the agent waits until Kafka has acknowledged them.
-2. The batch is folded into the Faust tables (dedupe memory and hourly aggregates, each
+1. The runtime polls a batch of Kafka messages and the processor decodes them; rejects are
+   sent to the dead-letter topic.
+2. The batch is folded into the worker's state (dedupe memory and hourly aggregates, each
    aggregate carrying the version of the last sample in it): (a) identities below their
    partition's dedupe floor are first recalled from ``usage_raw`` (:meth:`ClickHouseSink.recall`,
    :mod:`pipeline.domain.dedupe`); (b) the fold; (c) the state writes: changed dedupe buckets,
-   each partition's raised floor after deleting the buckets below it, changed aggregates. The
-   table changes go to the changelog topics.
+   each partition's raised floor after deleting the buckets below it, changed aggregates.
 3. :meth:`ClickHouseSink.flush` writes the batch's raw samples, then the ABSOLUTE value and
    version of every hourly key the batch touched. It retries with backoff until ClickHouse
-   has the rows: while ClickHouse is down the agent waits and nothing is acknowledged.
-4. Only then does the agent hand the batch back to Faust, which acknowledges its messages.
-5. Faust commits the acknowledged offsets at its next commit, after flushing the changelog
-   producer.
+   has the rows: while ClickHouse is down the worker waits and nothing is committed.
+4. The runtime sends each changed state key once to its changelog topic and waits until Kafka
+   has acknowledged them and the batch's dead letters.
+5. Only then does it commit the batch's offsets.
 
 A crash before step 5 replays the batch from the last committed offset: the versions make
 the replay a no-op for the counts, and step 3 writes the same absolute values again, which

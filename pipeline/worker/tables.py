@@ -1,8 +1,10 @@
-"""The worker's state in Faust tables: the dedupe memory (:class:`BucketedSeen`) and the
-hourly aggregates, behind :class:`pipeline.worker.processor.Tables` (:class:`FaustTables`).
+"""The worker's state as two key-value tables (bytes to bytes): the dedupe memory
+(:class:`BucketedSeen`) and the hourly aggregates, behind
+:class:`pipeline.worker.processor.Tables` (:class:`StateTables`). The runtime keeps them in a
+:class:`pipeline.worker.store.PartitionedStore` each; tests may pass plain dicts.
 
 The dedupe memory is bounded by its horizon (:mod:`pipeline.domain.dedupe`): each partition's
-floor is stored in the same table (key ``["floor", partition]``), and :meth:`FaustTables.expire`
+floor is stored in the same table (key ``["floor", partition]``), and :meth:`StateTables.expire`
 deletes the buckets below a new floor (a tombstone in the changelog each) before writing it.
 Which buckets a partition holds is indexed in memory by start minute, built by one scan of the
 partition's keys the first time it expires in this process (and again after a rebalance)."""
@@ -10,7 +12,6 @@ partition's keys the first time it expires in this process (and again after a re
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.domain.aggregate import Agg
 from pipeline.domain.events import DedupeBucket, DedupeKey
 from pipeline.domain.usage import HourlyKey, hourly_key_bytes
 from pipeline.worker.processor import Message
+from pipeline.worker.store import PartitionedStore
 
 
 class BucketedSeen(MutableMapping[DedupeKey, int]):
@@ -87,14 +89,13 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         return count
 
 
-class FaustTables:
-    """Adapts Faust tables to :class:`pipeline.worker.processor.Tables`.
+class StateTables:
+    """Adapts two key-value tables to :class:`pipeline.worker.processor.Tables`.
 
-    Both tables hold raw bytes (no Faust model codecs): an hourly key is stored under
+    Both hold raw bytes: an hourly key is stored under
     :func:`~pipeline.domain.usage.hourly_key_bytes`, its aggregate as
-    ``b"usage_us,busy_us,samples,version,late_us"``. Faust routes a table write to the
-    changelog partition of the *current event*; in a batch we set that event explicitly, so
-    each write lands in the partition its message came from.
+    ``b"usage_us,busy_us,samples,version,late_us"``. ``bind_partition`` routes the following
+    reads and writes to the partition of the message being folded (its changelog partition).
     """
 
     def __init__(
@@ -102,10 +103,9 @@ class FaustTables:
         seen: Any,
         hourly: Any,
         keys_in: Callable[[int], Iterable[bytes]] | None = None,
+        bind_partition: Callable[[int], None] | None = None,
     ) -> None:
-        from faust.streams import _current_event
-
-        self._current = _current_event
+        self._bind_partition = bind_partition or (lambda partition: None)
         self._seen_table = seen
         self._seen = BucketedSeen(seen, self._bind)
         self.seen: MutableMapping[DedupeKey, int] = self._seen
@@ -138,8 +138,7 @@ class FaustTables:
         if index is None:
             index = {}
             for key in self._keys_in(partition):
-                # bucket keys are [tenant, source, minute]; skip the floor keys and the
-                # store's own (Faust keeps the table's offsets under a key of its own)
+                # bucket keys are [tenant, source, minute]; skip the floor keys
                 if not bytes(key).startswith(b"["):
                     continue
                 parts = json.loads(key)
@@ -168,8 +167,7 @@ class FaustTables:
         return dropped
 
     def _bind(self, msg: Message) -> None:
-        if msg.handle is not None:  # outside a Faust stream (tests) there is no event
-            self._current.set(weakref.ref(msg.handle))
+        self._bind_partition(msg.partition)
 
     def bind(self, msg: Message) -> None:
         self._bind(msg)
@@ -184,3 +182,19 @@ class FaustTables:
 
     def store(self, key: HourlyKey, agg: Agg) -> None:
         self._hourly[hourly_key_bytes(key)] = ",".join(map(str, agg.to_list())).encode()
+
+
+STATE_TABLES = ("seen", "hourly")  # the dedupe memory, the hourly aggregates
+
+
+def in_memory_tables() -> tuple[StateTables, dict[str, PartitionedStore]]:
+    """The worker's tables, each a :class:`PartitionedStore` (named as in
+    :data:`STATE_TABLES`), bound together to the partition of the message being folded."""
+    stores = {name: PartitionedStore(name) for name in STATE_TABLES}
+
+    def bind(partition: int) -> None:
+        for store in stores.values():
+            store.bind(partition)
+
+    seen = stores["seen"]
+    return StateTables(seen, stores["hourly"], seen.keys_in, bind), stores

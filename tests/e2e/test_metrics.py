@@ -83,7 +83,16 @@ def test_metrics_scraped_during_a_real_run_and_status(settings: Settings, config
         dead = {s.labels["reason"]: s.value for s in after["gpumeter_dead_letters"].samples}  # type: ignore[attr-defined]
         assert sum(dead.values()) == sim.bad_messages > 0
         stages = {s.labels["stage"] for s in after["gpumeter_stage_seconds"].samples}  # type: ignore[attr-defined]
-        assert stages == {"decode", "rows", "recall", "fold", "state", "insert"}
+        assert stages == {
+            "decode",
+            "rows",
+            "recall",
+            "fold",
+            "state",
+            "insert",
+            "checkpoint",
+            "commit",
+        }
         lags = [s.value for s in after["gpumeter_consumer_lag"].samples]  # type: ignore[attr-defined]
         assert len(lags) == settings.topic_partitions and set(lags) == {0}
 

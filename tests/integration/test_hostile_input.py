@@ -1,5 +1,5 @@
 """Hostile strings through the real path: the decoder, the batch processor, the worker's table
-adapter (``FaustTables`` over plain mappings standing in for Faust's tables), the sink's row
+tables (``in_memory_tables``, as the worker holds them), the sink's row
 builder and ClickHouse (Debian's 18.16 server and chdb), read back byte for byte.
 
 The oracle here is written from the documented rules (README "What each string accepts"),
@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.domain.events import DecodeLimits
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import ClickHouseSink
-from pipeline.worker.tables import FaustTables
+from pipeline.worker.tables import in_memory_tables
 
 pytestmark = [pytest.mark.clickhouse, pytest.mark.chdb]
 Ex = DriverExecutor | ChdbExecutor
@@ -179,7 +179,7 @@ def processor(engine: Ex, config: Config, dead: list[dict[str, Any]]) -> BatchPr
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         dead.append(json.loads(value))
 
-    tables = FaustTables(seen={}, hourly={})  # plain mappings stand in for Faust's tables
+    tables, _ = in_memory_tables()
     return BatchProcessor(
         config.reference, tables, ClickHouseSink(engine), send_dead_letter, lambda: NOW
     )

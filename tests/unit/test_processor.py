@@ -1,7 +1,7 @@
 """The batch processor with its real sink on a current ClickHouse engine in-process (chdb):
 dead letters are delivered before the batch is handed back, ClickHouse receives absolute
 values through the real row builder, and a replayed batch adds nothing. The worker's table
-adapter (``FaustTables``) is the real one, over plain mappings standing in for Faust's tables;
+tables are the real ones (``in_memory_tables``: ``StateTables`` over ``PartitionedStore``s);
 the dedupe memory's horizon recalls old identities from the same ClickHouse."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pipeline.domain.hours import to_us
 from pipeline.domain.usage import HourlyKey
 from pipeline.worker.processor import BatchProcessor, Message
 from pipeline.worker.sink import ClickHouseSink
-from pipeline.worker.tables import FaustTables
+from pipeline.worker.tables import StateTables, in_memory_tables
 
 pytestmark = pytest.mark.chdb
 
@@ -85,8 +85,8 @@ def test_batch_dead_letters_then_sink_then_replay_adds_nothing(
         log.append("dlq")
         dead.append((key, json.loads(value)))
 
-    seen: dict[bytes, bytes] = {}
-    tables, sink = FaustTables(seen, {}), Sink(log, tmp_path / "chdb")
+    tables, stores = in_memory_tables()
+    seen, sink = stores["seen"], Sink(log, tmp_path / "chdb")
     proc = BatchProcessor(
         config.reference,
         tables,
@@ -129,8 +129,8 @@ def test_copies_older_than_the_horizon_are_recalled_from_clickhouse(
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         raise AssertionError(value)
 
-    seen: dict[bytes, bytes] = {}
-    tables, sink = FaustTables(seen, {}), Sink(log, tmp_path / "chdb")
+    tables, stores = in_memory_tables()
+    seen, sink = stores["seen"], Sink(log, tmp_path / "chdb")
     proc = BatchProcessor(
         config.reference, tables, sink, send_dead_letter, lambda: clock[0], horizon_s=7200
     )
@@ -139,13 +139,13 @@ def test_copies_older_than_the_horizon_are_recalled_from_clickhouse(
     counted = dict(sink.hourly)
     buckets = [k for k in seen if k.startswith(b'["acme-ai"')]
     four = to_us(datetime(2026, 10, 1, 4, tzinfo=UTC))  # 06:10 - 2 h, to the hour
-    assert len(buckets) == 1 and seen[FaustTables.floor_bytes(0)] == b"%d" % four
+    assert len(buckets) == 1 and seen[StateTables.floor_bytes(0)] == b"%d" % four
 
     clock[0] = later
     eleven = event(1, start="2026-10-01T11:00:00Z", end="2026-10-01T11:05:00Z")
     asyncio.run(proc.process([msg(1, [eleven], at=later)]))
     assert buckets[0] not in seen  # e0's bucket dropped: below the floor
-    assert seen[FaustTables.floor_bytes(0)] == b"%d" % to_us(datetime(2026, 10, 1, 9, tzinfo=UTC))
+    assert seen[StateTables.floor_bytes(0)] == b"%d" % to_us(datetime(2026, 10, 1, 9, tzinfo=UTC))
     after_eleven = dict(sink.hourly)
 
     asyncio.run(proc.process([msg(2, [event(0)], at=later)]))  # a copy of e0, past the horizon
@@ -180,7 +180,7 @@ def test_a_message_outside_its_keys_partition_is_dead_lettered(
 
     sink = Sink([], tmp_path / "chdb")
     proc = BatchProcessor(
-        config.reference, FaustTables({}, {}), sink, send_dead_letter, lambda: T, partitions=4
+        config.reference, in_memory_tables()[0], sink, send_dead_letter, lambda: T, partitions=4
     )
     elsewhere = Message("usage", (home + 1) % 4, 0, b"acme-ai", json.dumps([event(5)]).encode(), T)
     at_home = Message("usage", home, 0, b"acme-ai", json.dumps([event(6)]).encode(), T)
