@@ -66,6 +66,7 @@ def main(total: int, out: str) -> None:
         "store": "memory://",
         "datadir": str(settings.worker_data_dir / "ceiling"),  # not a directory in the cwd
     }
+    Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.worker_id}-ceiling-{uuid.uuid4().hex[:6]}", **options)
     usage = raw_topic(app, settings.usage_topic)
     seen = {"n": 0, "t0": 0.0}

@@ -26,7 +26,7 @@ from pipeline.domain.aggregate import MAX_SAMPLES_PER_MESSAGE, Agg, FoldResult, 
 from pipeline.domain.dedupe import HorizonSeen, needs_recall, next_floor
 from pipeline.domain.errors import RejectReason
 from pipeline.domain.events import DecodeLimits, DedupeKey, Reject, UsageSample, decode_message
-from pipeline.domain.hours import US_PER_SECOND, to_us
+from pipeline.domain.hours import HOUR_US, US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 from pipeline.domain.usage import Contribution, HourlyKey, contributions
 from pipeline.worker.metrics import STAGES, WorkerMetrics
@@ -56,6 +56,14 @@ class Tables(Protocol):
 
     def expire(self, msg: Message, floor_us: int) -> int:
         """Raise ``msg``'s partition floor, dropping the buckets below it; returns how many."""
+        ...
+
+    def holds(self, key: HourlyKey) -> bool:
+        """Whether the bound partition's state has ``key``'s aggregate."""
+        ...
+
+    def preload(self, recalled: dict[HourlyKey, Agg]) -> None:
+        """Aggregates read back from ClickHouse, which :meth:`load` returns when not held."""
         ...
 
     def load(self, key: HourlyKey) -> Agg: ...
@@ -181,6 +189,20 @@ class BatchProcessor:
             and needs_recall(r.sample.dedupe_key, floors[msg.partition])
         }
         seen = HorizonSeen(self.tables.seen, floors, await self.sink.recall(old) if old else {})
+        # hourly aggregates of whole hours below the floor are not held (dropped with the
+        # floor's rise): their last value and version are read back from ClickHouse
+        gone: set[HourlyKey] = set()
+        for msg, ready in prepared:
+            below = floors[msg.partition]
+            for r in ready:
+                if r.sample.start_us >= below:  # the floor is a whole hour: no part below
+                    continue
+                self.tables.bind(msg)
+                for c in r.parts:
+                    hour_us = c.key.hour_s * US_PER_SECOND
+                    if hour_us + HOUR_US <= below and not self.tables.holds(c.key):
+                        gone.add(c.key)
+        self.tables.preload(await self.sink.recall_hourly(gone) if gone else {})
         stage["recall"] += time.perf_counter() - t
         for msg, ready in prepared:
             # 2b. fold into the tables (dedupe memory + hourly aggregates with versions)

@@ -221,6 +221,7 @@ class ClickHouseSink:
         self.flushes = 0
         self.outage_retries = 0
         self.recalled = 0  # identities looked up below the dedupe memory's floor
+        self.recalled_hourly = 0  # aggregates read back for hours below the floor
 
     def _write(self, raw: Sequence[tuple[Any, ...]], hourly: Sequence[tuple[Any, ...]]) -> None:
         self.ex.insert("usage_raw", RAW_COLUMNS, raw)
@@ -299,6 +300,33 @@ class ClickHouseSink:
         self.recalled += len(keys)
         return {k: frozenset(v) for k, v in found.items()}
 
+    async def recall_hourly(self, keys: Collection[HourlyKey]) -> dict[HourlyKey, Agg]:
+        """The aggregates ClickHouse holds for these keys (those it has none for are left
+        out): hours below the dedupe floor, whose aggregates the worker no longer holds.
+        Asked per tenant and in chunks of hours; retried like a write."""
+        found: dict[HourlyKey, Agg] = {}
+        want = set(keys)
+        by_tenant: dict[str, list[int]] = {}
+        for k in keys:
+            by_tenant.setdefault(k.tenant_id, []).append(k.hour_s)
+        for tenant, hours in sorted(by_tenant.items()):
+            ordered = sorted(set(hours))
+            for i in range(0, len(ordered), RECALL_CHUNK):
+                chunk = ordered[i : i + RECALL_CHUNK]
+                params = {"t": tenant, "h": tuple(chunk)}
+                rows = await self._until_done(
+                    "recall",
+                    "recall of old hourly aggregates",
+                    len(chunk),
+                    functools.partial(self.ex.execute, RECALL_HOURLY_SQL, params),
+                )
+                for row in rows:
+                    k = HourlyKey(str(row[0]), int(row[1]), *(str(v) for v in row[2:8]))
+                    if k in want:
+                        found[k] = Agg(*(int(v) for v in row[8:13]))
+        self.recalled_hourly += len(keys)
+        return found
+
 
 MINUTE_US = 60 * US_PER_SECOND
 # One recall query holds at most this many identities, and at most RECALL_BYTES of their
@@ -324,6 +352,12 @@ def recall_chunks(keys: Sequence[DedupeKey]) -> list[list[DedupeKey]]:
     return chunks
 
 
+# key columns in HourlyKey's field order, then the aggregate in Agg's
+RECALL_HOURLY_SQL = (
+    "SELECT tenant_id, toUInt32(hour), project_id, gpu_model, mig_profile, region, provider, "
+    "cluster, usage_us, busy_us, samples, version, late_us FROM usage_hourly FINAL "
+    "WHERE tenant_id = %(t)s AND toUInt32(hour) IN %(h)s"
+)
 RECALL_SQL = (
     "SELECT tenant_id, event_source, event_id, start_us, kafka_partition, kafka_offset "
     "FROM usage_raw WHERE tenant_id IN %(t)s AND event_source IN %(s)s AND event_id IN %(i)s "

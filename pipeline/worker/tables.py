@@ -5,9 +5,16 @@
 
 The dedupe memory is bounded by its horizon (:mod:`pipeline.domain.dedupe`): each partition's
 floor is stored in the same table (key ``["floor", partition]``), and :meth:`StateTables.expire`
-deletes the buckets below a new floor (a tombstone in the changelog each) before writing it.
-Which buckets a partition holds is indexed in memory by start minute, built by one scan of the
-partition's keys the first time it expires in this process (and again after a rebalance)."""
+deletes the slots below a new floor (a tombstone in the changelog each) before writing it; the
+floor is a whole hour, so a slot (one start hour) is below it exactly when its buckets (start
+minutes) are. Which slots a partition holds is indexed in memory by start hour, built by one
+scan of the partition's keys the first time it expires in this process (and again after a
+rebalance).
+
+The hourly aggregates are bounded the same way: when the floor rises, the aggregates of whole
+hours below it are deleted too (ClickHouse holds each one's last absolute value and version).
+A sample for such an hour (late data, a collector back after days) finds its aggregate read
+back from ClickHouse (:meth:`StateTables.preload`, :meth:`ClickHouseSink.recall_hourly`)."""
 
 from __future__ import annotations
 
@@ -17,51 +24,57 @@ from typing import Any
 
 from pipeline.domain.aggregate import Agg
 from pipeline.domain.events import DedupeBucket, DedupeKey
+from pipeline.domain.hours import HOUR_US, US_PER_SECOND
 from pipeline.domain.usage import HourlyKey, hourly_key_bytes
 from pipeline.worker.processor import Message
 from pipeline.worker.store import PartitionedStore
 
+Slot = tuple[str, str, int]  # how the memory is stored: tenant, source, start hour (µs)
+
 
 class BucketedSeen(MutableMapping[DedupeKey, int]):
-    """The dedupe memory as ``DedupeKey -> version``, stored in buckets (one table value per
-    tenant, source and start minute: JSON ``{id: version}``, under the bucket's JSON array as
-    key). Reads load a bucket once per batch; writes change the cached bucket, and
-    :meth:`flush` writes each changed bucket once, to the changelog partition of the message
-    that changed it."""
+    """The dedupe memory as ``DedupeKey -> version``, stored in **slots**: one table value per
+    tenant, source and start *hour* (JSON ``{start minute: {id: version}}`` under the slot's
+    JSON array ``[tenant, source, hour_us]`` as key), so a node reporting every few minutes
+    costs one changelog record per hour and batch, not one per report. Reads load a slot once
+    per batch; writes change the cached slot, and :meth:`flush` writes each changed slot once,
+    to the changelog partition of the message that changed it."""
 
     def __init__(self, table: Any, bind: Any) -> None:
         self._t = table
         self._bind = bind
-        self._cache: dict[DedupeBucket, dict[str, int]] = {}
-        self._dirty: dict[DedupeBucket, Message] = {}
+        self._cache: dict[Slot, dict[str, dict[str, int]]] = {}
+        self._dirty: dict[Slot, Message] = {}
         self.current: Message | None = None
 
     @staticmethod
-    def bucket_bytes(bucket: DedupeBucket) -> bytes:
-        return json.dumps(
-            [bucket.tenant_id, bucket.source, bucket.minute_us],
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
+    def slot(bucket: DedupeBucket) -> Slot:
+        return (bucket.tenant_id, bucket.source, bucket.minute_us - bucket.minute_us % HOUR_US)
 
-    def _members(self, bucket: DedupeBucket) -> dict[str, int]:
-        members = self._cache.get(bucket)
-        if members is None:
-            raw = self._t.get(self.bucket_bytes(bucket))
-            members = json.loads(raw) if raw else {}
-            self._cache[bucket] = members
-        return members
+    @staticmethod
+    def bucket_bytes(slot: Slot) -> bytes:
+        return json.dumps(list(slot), ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _slot(self, slot: Slot) -> dict[str, dict[str, int]]:
+        minutes = self._cache.get(slot)
+        if minutes is None:
+            raw = self._t.get(self.bucket_bytes(slot))
+            minutes = json.loads(raw) if raw else {}
+            self._cache[slot] = minutes
+        return minutes
 
     def __getitem__(self, key: DedupeKey) -> int:
-        return self._members(key.bucket)[key.event_id]
+        return self._slot(self.slot(key.bucket))[str(key.bucket.minute_us)][key.event_id]
 
     def get(self, key: DedupeKey, default: Any = None) -> Any:
-        return self._members(key.bucket).get(key.event_id, default)
+        members = self._slot(self.slot(key.bucket)).get(str(key.bucket.minute_us))
+        return default if members is None else members.get(key.event_id, default)
 
     def __setitem__(self, key: DedupeKey, value: int) -> None:
-        self._members(key.bucket)[key.event_id] = value
-        if key.bucket not in self._dirty and self.current is not None:
-            self._dirty[key.bucket] = self.current
+        slot = self.slot(key.bucket)
+        self._slot(slot).setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
+        if slot not in self._dirty and self.current is not None:
+            self._dirty[slot] = self.current
 
     def __delitem__(self, key: DedupeKey) -> None:
         raise NotImplementedError("the dedupe memory only grows")
@@ -73,17 +86,17 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         return len(self._cache)
 
     def flush(self, written: Callable[[int, int, bytes], None] | None = None) -> int:
-        """Write each changed bucket once; ``written(partition, minute_us, key)`` is told of
+        """Write each changed slot once; ``written(partition, hour_us, key)`` is told of
         each."""
         count = len(self._dirty)
-        for bucket, msg in self._dirty.items():
+        for slot, msg in self._dirty.items():
             self._bind(msg)
-            key = self.bucket_bytes(bucket)
+            key = self.bucket_bytes(slot)
             self._t[key] = json.dumps(
-                self._cache[bucket], ensure_ascii=False, separators=(",", ":")
+                self._cache[slot], ensure_ascii=False, separators=(",", ":")
             ).encode()
             if written is not None:
-                written(msg.partition, bucket.minute_us, key)
+                written(msg.partition, slot[2], key)
         self._dirty.clear()
         self._cache.clear()
         return count
@@ -104,8 +117,10 @@ class StateTables:
         hourly: Any,
         keys_in: Callable[[int], Iterable[bytes]] | None = None,
         bind_partition: Callable[[int], None] | None = None,
+        hourly_keys_in: Callable[[int], Iterable[bytes]] | None = None,
     ) -> None:
         self._bind_partition = bind_partition or (lambda partition: None)
+        self._partition = -1
         self._seen_table = seen
         self._seen = BucketedSeen(seen, self._bind)
         self.seen: MutableMapping[DedupeKey, int] = self._seen
@@ -114,6 +129,11 @@ class StateTables:
         # that hold one partition, as in tests)
         self._keys_in = keys_in or (lambda partition: list(seen.keys()))
         self._index: dict[int, dict[int, set[bytes]]] = {}  # partition -> minute -> buckets
+        # the same for the hourly aggregates: partition -> hour (µs) -> keys
+        self._hourly_keys_in = hourly_keys_in or (lambda partition: list(hourly.keys()))
+        self._hours: dict[int, dict[int, set[bytes]]] = {}
+        self._recalled: dict[HourlyKey, Agg] = {}
+        self.hourly_dropped = 0
 
     @staticmethod
     def floor_bytes(partition: int) -> bytes:
@@ -132,13 +152,24 @@ class StateTables:
     def forget_index(self) -> None:
         """After a rebalance: another worker may have changed a partition's buckets."""
         self._index.clear()
+        self._hours.clear()
+
+    def _hour_index(self, partition: int) -> dict[int, set[bytes]]:
+        index = self._hours.get(partition)
+        if index is None:
+            index = {}
+            for key in self._hourly_keys_in(partition):
+                hour_s = json.loads(key)[1]  # hourly keys are [tenant, hour_s, ...]
+                index.setdefault(int(hour_s) * US_PER_SECOND, set()).add(bytes(key))
+            self._hours[partition] = index
+        return index
 
     def _partition_index(self, partition: int) -> dict[int, set[bytes]]:
         index = self._index.get(partition)
         if index is None:
             index = {}
             for key in self._keys_in(partition):
-                # bucket keys are [tenant, source, minute]; skip the floor keys
+                # slot keys are [tenant, source, hour]; skip the floor keys
                 if not bytes(key).startswith(b"["):
                     continue
                 parts = json.loads(key)
@@ -164,9 +195,18 @@ class StateTables:
                 del self._seen_table[key]
                 dropped += 1
         self._seen_table[self.floor_bytes(msg.partition)] = str(floor_us).encode()
+        # the hourly aggregates of whole hours below the floor: ClickHouse holds their last
+        # value and version (written before any batch that changed them was committed)
+        hours = self._hour_index(msg.partition)
+        for hour in sorted(h for h in hours if h + HOUR_US <= floor_us):
+            for key in hours.pop(hour):
+                if key in self._hourly:
+                    del self._hourly[key]
+                    self.hourly_dropped += 1
         return dropped
 
     def _bind(self, msg: Message) -> None:
+        self._partition = msg.partition
         self._bind_partition(msg.partition)
 
     def bind(self, msg: Message) -> None:
@@ -176,12 +216,27 @@ class StateTables:
     def flush(self) -> int:
         return self._seen.flush(self._written)
 
+    def holds(self, key: HourlyKey) -> bool:
+        """Whether the bound partition's state has ``key``'s aggregate."""
+        return self._hourly.get(hourly_key_bytes(key)) is not None
+
+    def preload(self, recalled: dict[HourlyKey, Agg]) -> None:
+        """Aggregates read back from ClickHouse for hours below the floor (for one batch)."""
+        self._recalled = recalled
+
     def load(self, key: HourlyKey) -> Agg:
         raw = self._hourly.get(hourly_key_bytes(key))
-        return Agg.from_list([int(x) for x in raw.split(b",")] if raw else None)
+        if raw is None:
+            old = self._recalled.get(key)
+            return Agg() if old is None else Agg.from_list(old.to_list())
+        return Agg.from_list([int(x) for x in raw.split(b",")])
 
     def store(self, key: HourlyKey, agg: Agg) -> None:
-        self._hourly[hourly_key_bytes(key)] = ",".join(map(str, agg.to_list())).encode()
+        raw = hourly_key_bytes(key)
+        self._hourly[raw] = ",".join(map(str, agg.to_list())).encode()
+        hours = self._hours.get(self._partition)
+        if hours is not None:  # else the first expiry's scan finds it
+            hours.setdefault(key.hour_s * US_PER_SECOND, set()).add(raw)
 
 
 STATE_TABLES = ("seen", "hourly")  # the dedupe memory, the hourly aggregates
@@ -196,5 +251,5 @@ def in_memory_tables() -> tuple[StateTables, dict[str, PartitionedStore]]:
         for store in stores.values():
             store.bind(partition)
 
-    seen = stores["seen"]
-    return StateTables(seen, stores["hourly"], seen.keys_in, bind), stores
+    seen, hourly = stores["seen"], stores["hourly"]
+    return StateTables(seen, hourly, seen.keys_in, bind, hourly.keys_in), stores

@@ -74,3 +74,32 @@ def test_recall_of_many_longest_identities_stays_within_the_query_size(
     asyncio.run(sink.flush([raw_row(s, p, o, NOW) for s, p, o in written], {}, NOW))
     found = asyncio.run(sink.recall([s.dedupe_key for s, _, _ in written]))
     assert found == {s.dedupe_key: frozenset({(p, o)}) for s, p, o in written}
+
+
+def test_recall_hourly_reads_back_the_latest_version_of_each_key(
+    engine: DriverExecutor | ChdbExecutor,
+) -> None:
+    """Aggregates of hours below the floor, read back from ``usage_hourly FINAL``: the newest
+    version of each key (an older one written after it does not win), hostile project names
+    byte for byte, one hour alone and more hours than a chunk; keys with no row are left out."""
+    from pipeline.domain.aggregate import Agg
+    from pipeline.domain.usage import HourlyKey
+
+    hour0 = to_us(datetime(2026, 10, 3, 7, tzinfo=UTC)) // 1_000_000
+
+    def key(tenant: str, h: int, project: str = "p") -> HourlyKey:
+        return HourlyKey(tenant, hour0 + 3600 * h, project, "H100", "", "us-east-1",
+                         "northwind-cloud", "c1")  # fmt: skip
+
+    keys = [key("acme-ai", 0, p) for p in ("it's", 'a"b', "a|b", "ünï")] + [
+        key("team-asr", h) for h in range(RECALL_CHUNK + 5)
+    ]
+    sink = ClickHouseSink(engine)
+    newest = {k: Agg(1000 + i, 10 + i, 2, 7 << 20 | i, i) for i, k in enumerate(keys)}
+    asyncio.run(sink.flush([], newest, NOW))
+    older = {k: Agg(1, 1, 1, 3 << 20, 0) for k in keys[:3]}
+    asyncio.run(sink.flush([], older, NOW))  # an older version, written later
+    absent = [key("acme-ai", 1), key("acme-ai", 0, "q"), key("other", 0)]
+    assert asyncio.run(sink.recall_hourly(keys + absent)) == newest
+    assert asyncio.run(sink.recall_hourly(keys[:1])) == {keys[0]: newest[keys[0]]}
+    assert sink.recalled_hourly == len(keys) + len(absent) + 1

@@ -54,12 +54,34 @@ def test_one_changelog_write_per_bucket_per_batch_and_dedupe_survives_reload() -
     res = fold(items, seen, lambda k: Agg())
     seen.flush()
     assert len(res.accepted) == 8
-    assert len(table.writes) == 2  # one per (tenant, node, start minute), not 8
+    assert len(table.writes) == 2  # one per (tenant, node, start hour), not 8
     stored = {k.decode(): json.loads(v) for k, v in table.items()}
-    assert sorted(len(v) for v in stored.values()) == [2, 6]
+    assert sorted(sum(len(ids) for ids in v.values()) for v in stored.values()) == [2, 6]
     # after a restart (fresh cache), a copy at another position is a duplicate
     again = fold([(items[3][0], 9, 0)], BucketedSeen(table, bind), lambda k: Agg())
     assert again.duplicates == 1 and again.accepted == []
     # and a replay at the same position is not
     replay = fold([items[3]], BucketedSeen(table, bind), lambda k: Agg())
     assert replay.duplicates == 0 and len(replay.accepted) == 1
+
+
+def test_a_nodes_reports_of_one_hour_share_one_slot_and_minutes_stay_apart() -> None:
+    """Six reports of one node in one hour (every 10 minutes): one table write; the same id at
+    another start minute is another event (the dedupe key holds the minute); the next hour is
+    another slot."""
+    table = Table()
+    seen = BucketedSeen(table, lambda msg: None)
+    seen.current = Message("t", 0, 1, b"acme-ai", b"")
+    items = [(sample("e", "n1", 10 * r), 1, r) for r in range(6)]
+    items.append((sample("e", "n1", 60), 1, 6))  # 06:00: the next hour
+    res = fold(items, seen, lambda k: Agg())
+    assert len(res.accepted) == 7 and res.duplicates == 0
+    seen.flush()
+    assert len(table.writes) == 2
+    slots = {json.loads(k)[2]: json.loads(v) for k, v in table.items()}
+    five = to_us(datetime(2026, 10, 1, 5, tzinfo=UTC))
+    assert sorted(slots) == [five, five + 3_600_000_000]
+    assert [len(ids) for ids in slots[five].values()] == [1] * 6  # six minutes, "e" in each
+    again = BucketedSeen(table, lambda m: None)  # after a restart
+    copy = fold([(sample("e", "n1", 20), 2, 0)], again, lambda k: Agg())
+    assert copy.duplicates == 1

@@ -188,3 +188,71 @@ def test_a_message_outside_its_keys_partition_is_dead_lettered(
     assert [(d["reason"], d["partition"]) for d in dead] == [("wrong_partition", (home + 1) % 4)]
     assert f"belongs in partition {home}" in dead[0]["detail"]
     assert proc.stats.samples == 1 and sorted(sink.hourly.values()) == [300_000_000] * 2
+
+
+def test_aggregates_of_hours_below_the_floor_are_dropped_and_read_back(
+    config: Config, tmp_path: Path
+) -> None:
+    """Horizon 2 h: once the partition's records reach 11:10 the floor is 09:00, and the
+    aggregates of 05:00 and 06:00 leave the worker's state (a tombstone each); a new event for
+    06:00 then adds to the value ClickHouse holds (read back, nothing lost), and a replay of
+    that message after a crash adds nothing."""
+    later = datetime(2026, 10, 1, 11, 10, tzinfo=UTC)
+    clock = [T]
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError(value)
+
+    tables, stores = in_memory_tables()
+    hourly, sink = stores["hourly"], Sink([], tmp_path / "chdb")
+    proc = BatchProcessor(
+        config.reference, tables, sink, send_dead_letter, lambda: clock[0], horizon_s=7200
+    )
+    asyncio.run(proc.process([msg(0, [event(0), event(1, gpu_uuid="g1")])]))
+    hourly.bind(0)
+    assert len(hourly) == 2  # 05:00 and 06:00 of acme-ai
+    first = dict(sink.hourly)
+
+    clock[0] = later
+    eleven = event(2, start="2026-10-01T11:00:00Z", end="2026-10-01T11:05:00Z")
+    asyncio.run(proc.process([msg(1, [eleven], at=later)]))
+    assert [json.loads(k)[1] for k in hourly] == [to_us(later) // 10**6 // 3600 * 3600]
+    seven = to_us(datetime(2026, 10, 1, 7, tzinfo=UTC)) // 10**6
+    old = [v for k, v in hourly.changes()[0].items() if json.loads(k)[1] < seven]
+    assert old == [None, None]  # the two old aggregates go to the changelog as tombstones
+    assert tables.hourly_dropped == 2
+
+    late = event(3, gpu_uuid="g3", start="2026-10-01T06:01:00Z", end="2026-10-01T06:03:00Z")
+    asyncio.run(proc.process([msg(2, [late], at=later)]))
+    assert sink.recalled_hourly == 1
+    six = next(k for k in first if k[1].hour == 6)
+    assert sink.hourly[six] == first[six] + 120_000_000  # read back, then added to
+    before = dict(sink.hourly)
+    asyncio.run(proc.process([msg(2, [late], at=later)]))  # redelivered after a crash
+    assert sink.hourly == before
+
+
+def test_the_hour_just_below_the_floor_is_read_back_too(config: Config, tmp_path: Path) -> None:
+    """A sample starting at 08:56 when the floor is 09:00: its hour (08:00) was dropped, so
+    its aggregate comes back from ClickHouse, however close the sample is to the floor."""
+    clock = [datetime(2026, 10, 1, 9, 0, tzinfo=UTC)]
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError(value)
+
+    tables, _ = in_memory_tables()
+    sink = Sink([], tmp_path / "chdb")
+    proc = BatchProcessor(
+        config.reference, tables, sink, send_dead_letter, lambda: clock[0], horizon_s=7200
+    )
+    at = clock[0]
+    eight = event(0, start="2026-10-01T08:50:00Z", end="2026-10-01T08:55:00Z")
+    asyncio.run(proc.process([msg(0, [eight], at=at)]))
+    clock[0] = datetime(2026, 10, 1, 11, 10, tzinfo=UTC)
+    eleven = event(1, start="2026-10-01T11:00:00Z", end="2026-10-01T11:05:00Z")
+    asyncio.run(proc.process([msg(1, [eleven], at=clock[0])]))
+    assert tables.hourly_dropped == 1  # 08:00, below the floor of 09:00
+    late = event(2, gpu_uuid="g2", start="2026-10-01T08:56:00Z", end="2026-10-01T08:58:00Z")
+    asyncio.run(proc.process([msg(2, [late], at=clock[0])]))
+    eight_key = next(k for k in sink.hourly if k[1].hour == 8)
+    assert sink.hourly[eight_key] == 300_000_000 + 120_000_000
