@@ -48,9 +48,12 @@ class Settings(BaseSettings):
     # from another host. Workers sharing a host need one port each.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 16067
-    # sink batching: flush when this many samples are buffered or this many seconds passed
+    # a batch: at most this many Kafka messages (each one sample or a node's report; the name
+    # is kept for existing deployments), or what arrived this many seconds after the first
     sink_batch_samples: int = 20_000
-    sink_batch_seconds: float = 1.0
+    # 0.25 s: p99 freshness 1.3 s at half the maximum rate (1 s gave 3.1 s), still at most
+    # four inserts per second and table on a live stream
+    sink_batch_seconds: float = 0.25
     # an hour stays open this long after it ends; later samples still count, marked late
     late_grace_s: int = 3600
     # the dedupe memory keeps identities whose start is within this of the partition's newest

@@ -136,19 +136,27 @@ class Runtime:
 
     # -- the loop ----------------------------------------------------------------------------
     def _poll(self) -> list[Any]:
-        """Step 1: up to ``sink_batch_samples`` records, waiting at most ``sink_batch_seconds``
-        after the first. A rebalance inside a poll drops what earlier polls returned (positions
-        went back to the committed offsets); what that poll returned is of the new assignment."""
+        """Step 1: up to ``sink_batch_samples`` records. Once ``sink_batch_seconds`` passed
+        since the first, the batch closes unless messages still wait on the assigned
+        partitions (a backlog fills batches to the limit; a live stream is processed within
+        the window). A rebalance inside a poll drops what earlier polls returned (positions
+        went back to the committed offsets); what that poll returned is of the new assignment.
+        """
         limit, within = self.s.sink_batch_samples, self.s.sink_batch_seconds
         records: list[Any] = []
         deadline = None
         while len(records) < limit and not self.stopping:
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
+            if deadline is None:
+                wait = 1.0
+            elif time.monotonic() < deadline:
+                wait = deadline - time.monotonic()
+            elif sum(self._lags().values()) > 0:
+                wait = 0.0  # a backlog: take what is fetched without waiting
+            else:
                 break
             generation = self.generation
             polled = self.consumer.poll(
-                timeout_ms=int(left * 1000), max_records=limit - len(records)
+                timeout_ms=int(wait * 1000), max_records=limit - len(records)
             )
             if self.generation != generation:
                 records = []
@@ -158,6 +166,8 @@ class Runtime:
                 deadline = time.monotonic() + within
             if not records and deadline is None:
                 break  # nothing waiting: let the caller update its gauges
+            if not polled and deadline is not None and time.monotonic() >= deadline:
+                break
         return records
 
     async def _process(self, records: list[Any]) -> None:
@@ -219,9 +229,9 @@ class Runtime:
         for p, o in last.items():
             self.metrics.committed.labels(str(p)).set(o + 1)
 
-    def _gauges(self) -> None:
-        """Lag per assigned partition (end offset seen by the last fetch minus position) and
-        the dedupe memory's size; ``backlog`` feeds the watchdog."""
+    def _lags(self) -> dict[int, int]:
+        """Messages waiting per assigned partition (end offset seen by the last fetch minus
+        position), for the partitions where both are known."""
         from kafka.errors import KafkaError
 
         lags = {}
@@ -235,6 +245,12 @@ class Runtime:
                 continue
             if position is not None:
                 lags[tp.partition] = max(0, hw - position)
+        return lags
+
+    def _gauges(self) -> None:
+        """Lag per assigned partition and the dedupe memory's size; ``backlog`` feeds the
+        watchdog."""
+        lags = self._lags()
         for partition, lag in lags.items():
             self.metrics.lag.labels(str(partition)).set(lag)
         self.backlog = sum(lags.values())
