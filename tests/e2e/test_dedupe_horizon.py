@@ -1,9 +1,9 @@
 """The dedupe memory forgets what is older than its horizon, and still never counts a copy
-twice (issue 12), on the real stack: Faust's RocksDB tables, their changelog, ClickHouse.
+twice (issue 12), on the real stack: the worker's state, its changelog topics, ClickHouse.
 
 A foreign producer sets record times itself. With a one-hour horizon, a record at 14:11 moves
 the partition's floor to 13:00 and the bucket of an event that started at 09:55 is deleted.
-The worker is then SIGKILLed and a new one starts on an empty data directory, so its memory
+The worker is then SIGKILLed and a new one starts with nothing in memory, so its memory
 (floor included) comes back only from the changelog. A copy of the 09:55 event sent now is
 below the floor: it is recalled from ClickHouse and skipped; a never-seen 09:55 event is
 counted; a copy of the 14:00 event is still caught by the memory.

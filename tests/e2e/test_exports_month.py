@@ -1,4 +1,4 @@
-"""A simulated month through Kafka, the Faust worker (a real child process) and ClickHouse,
+"""A simulated month through Kafka, the worker (a real child process) and ClickHouse,
 exported per partner and checked against the simulator's ground truth, key by key, to the
 GPU-micro-second; then every file through the FinOps Foundation's focus-validator."""
 

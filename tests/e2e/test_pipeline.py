@@ -1,4 +1,4 @@
-"""A simulated month through Kafka, the Faust worker (a real child process), ClickHouse,
+"""A simulated month through Kafka, the worker (a real child process), ClickHouse,
 stripe-mock and the chargeback files, checked against the simulator's ground truth."""
 
 from __future__ import annotations

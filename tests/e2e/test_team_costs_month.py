@@ -1,4 +1,4 @@
-"""The demo's simulated month through Kafka, the Faust worker and ClickHouse 18.16, then the
+"""The demo's simulated month through Kafka, the worker and ClickHouse 18.16, then the
 team cost report (issue 11) on what the worker stored: every roll-up exact, charged + unshared
 idle == platform cost == the ledger's lines, and the capacity's allocated GPU-hours equal to the
 simulator's ground truth."""

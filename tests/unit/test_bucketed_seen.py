@@ -8,7 +8,7 @@ from pipeline.worker.processor import Message
 from pipeline.worker.tables import BucketedSeen
 
 
-class Table(dict):  # a Faust table stand-in: bytes -> bytes, recording each write
+class Table(dict):  # a state table stand-in: bytes -> bytes, recording each write
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[tuple[bytes, str]] = []
