@@ -28,19 +28,30 @@ def topic(settings: Settings, table: str) -> str:
     return f"{settings.worker_id}-{table}-changelog"
 
 
-def ensure(settings: Settings) -> None:
+def ensure(settings: Settings, max_backoff_s: float = 10.0) -> None:
     """Create the changelog topics (compacted) and the dead-letter topic when missing (another
-    worker creating them at the same time is no error)."""
-    from kafka.errors import TopicAlreadyExistsError
+    worker creating them at the same time is no error). A broker that does not answer (a
+    restart) is waited for, with backoff, rather than failing the worker's start."""
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    delay = 0.5
     for topics, config in (
         ({topic(settings, t): settings.topic_partitions for t in TABLES}, COMPACTED),
         ({settings.dlq_topic: settings.topic_partitions}, None),
     ):
-        try:
-            ensure_topics(settings.kafka_bootstrap, topics, config=config)
-        except TopicAlreadyExistsError:
-            pass
+        while True:
+            try:
+                ensure_topics(settings.kafka_bootstrap, topics, config=config)
+                break
+            except TopicAlreadyExistsError:
+                break
+            except KafkaError as exc:
+                names = ", ".join(topics)
+                log.warning(
+                    "Kafka not reachable to check %s (%s); again in %.1fs", names, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(2 * delay, max_backoff_s)
 
 
 def end_offsets(
