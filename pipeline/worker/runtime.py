@@ -29,7 +29,9 @@ is a no-op for the counts. Nothing is lost or counted twice.
 
 **Assignment.** A partition assigned to this worker is restored from the beginning of its
 changelogs to their ends before any of its messages is processed, unless this worker holds it
-and the changelogs end where this worker's last checkpoint left them (nobody else wrote since).
+and the changelogs end where this worker's last checkpoint left them (nobody else wrote since). A
+partition with committed offsets but empty changelogs has lost its state and is read again
+from its beginning (:meth:`Runtime._replay_without_state`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.adapters.kafka import partition_lags
 from pipeline.settings import Settings
 from pipeline.worker import changelog
 from pipeline.worker.liveness import Liveness, Observation
@@ -115,6 +118,34 @@ class Runtime:
                 self.recovery_left = None
             self.checkpoint.written_to.update(ends)
             self.liveness.progressed(time.monotonic())
+            self._replay_without_state(
+                [p for p in stale if not any(ends[k] for k in ends if k[1] == p)]
+            )
+
+    def _replay_without_state(self, empty: list[int]) -> None:
+        """Partitions with committed offsets but nothing in their changelogs have lost their
+        state (a worker from before the changelogs, or the changelog topics deleted):
+        continuing from the committed offsets would write hourly values counted from zero over
+        the right ones. They are read again from their beginning instead, which rebuilds the
+        state (the usage topic keeps its records without time limit; versions and dedupe make
+        the replay exact)."""
+        from kafka.structs import TopicPartition
+
+        if not empty:
+            return
+        s = self.s
+        committed = {
+            p: c for p, c, _ in partition_lags(s.kafka_bootstrap, s.worker_id, s.usage_topic)
+        }
+        for p in empty:
+            if committed.get(p, 0) > 0:
+                log.warning(
+                    "partition %d: offsets committed up to %d but no state in the changelog; "
+                    "reading the partition again from its beginning to rebuild the state",
+                    p,
+                    committed[p],
+                )
+                self.consumer.seek_to_beginning(TopicPartition(self.s.usage_topic, p))
 
     def _recovery_left(self, n: int) -> None:
         self.recovery_left = n
