@@ -81,7 +81,6 @@ class Runtime:
         self.processor: BatchProcessor | None = None
         self.checkpoint: changelog.Checkpoint | None = None
         self.consumer: Any = None
-        self.assigned: list[int] = []
         self.generation = 0  # bumped at every rebalance: a batch polled across one is dropped
         self.stopping = False
         self.in_batch = False
@@ -100,7 +99,6 @@ class Runtime:
         """Restore the newly assigned partitions from their changelogs (see the docstring)."""
         self.generation += 1
         mine = sorted(tp.partition for tp in assigned if tp.topic == self.s.usage_topic)
-        self.assigned = mine
         for p in self.stores["seen"].held() - set(mine):
             for store in self.stores.values():
                 store.drop(p)
