@@ -45,7 +45,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.adapters.kafka import partition_lags
+from pipeline.adapters.kafka import make_producer, partition_lags
 from pipeline.settings import Settings
 from pipeline.worker import changelog
 from pipeline.worker.liveness import Liveness, Observation
@@ -61,7 +61,7 @@ EXIT_CLICKHOUSE_PERMANENT = EXIT_CONFIG  # ClickHouse refuses our writes; no ret
 EXIT_HUNG = 75  # EX_TEMPFAIL: hung (liveness.py); a restart replays what was not committed
 EXIT_CRASH = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 
-FETCH_BYTES = 16 * 1024 * 1024  # per partition and request (1 MiB starves the worker)
+FETCH_BYTES = changelog.FETCH_BYTES  # per partition and request (1 MiB starves the worker)
 
 
 def _die(code: int, message: str, *args: Any, exc_info: bool = False) -> None:
@@ -286,19 +286,16 @@ class Runtime:
         self.metrics.dedupe_held.set(self.tables.buckets_held())
 
     async def run(self) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaConsumer
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
         s = self.s
         changelog.ensure(s)
-        producer = KafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
+        producer = make_producer(  # acks=all, idempotent
+            s.kafka_bootstrap,
             linger_ms=5,
             batch_size=1024 * 1024,
             max_request_size=2 * s.max_message_bytes,
-            retries=10,
             client_id=f"{s.worker_id}-producer",
         )
         self.checkpoint = changelog.Checkpoint(s, producer)
