@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -93,9 +93,12 @@ class UsageEvent(BaseModel):
     data: GpuUsageData
 
 
-@dataclass(frozen=True, slots=True)
-class UsageSample:
-    """A validated sample, normalised for the stream processor (plain values, exact µs)."""
+class UsageSample(NamedTuple):
+    """A validated sample, normalised for the stream processor (plain values, exact µs).
+
+    This and the keys below are named tuples, not frozen dataclasses: immutable and typed the
+    same, but built, hashed and compared in C; the worker makes several per sample
+    (``make bench``, stages ``decode``/``rows``/``fold``)."""
 
     source: str
     id: str
@@ -124,8 +127,7 @@ class UsageSample:
         return DedupeKey(DedupeBucket(self.tenant_id, self.source, minute), self.id)
 
 
-@dataclass(frozen=True, slots=True)
-class DedupeBucket:
+class DedupeBucket(NamedTuple):
     """One bucket of the dedupe memory: a tenant, a source and a start minute. The memory is
     kept in buckets so that a batch writes one changelog record per bucket (a node's report:
     one per GPU) instead of one per sample, while a bucket stays small however long a
@@ -137,8 +139,7 @@ class DedupeBucket:
     minute_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class DedupeKey:
+class DedupeKey(NamedTuple):
     """An event's place in the dedupe memory: its bucket and its ``id`` within it."""
 
     bucket: DedupeBucket

@@ -8,7 +8,7 @@ whole and nothing drifts however many samples a month holds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 US_PER_SECOND = 1_000_000
 HOUR_US = 3600 * US_PER_SECOND
@@ -18,11 +18,11 @@ def to_us(ts: datetime) -> int:
     """Aware datetime -> integer micro-seconds since the epoch (exact, no float)."""
     if ts.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+    return (ts - _EPOCH) // _ONE_US  # timedelta // timedelta: an exact int, computed in C
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 def from_us(us: int) -> datetime:

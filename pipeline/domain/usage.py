@@ -1,7 +1,7 @@
 """Hourly usage keys and the contribution of one sample to them (brief §4).
 
 :class:`HourlyKey` is the one typed composite key from the fold to ClickHouse and back: its
-dimensions are declared once (:data:`KEY_COLUMNS`, in the order of the dataclass fields) and
+dimensions are declared once (:data:`KEY_COLUMNS`, in the order of the named tuple's fields) and
 the fold, the sink's columns, the store's SELECTs, lineage rows and verification all use
 them. It is never joined into a string and split again; where a byte key is needed (a
 state-store key) it is serialised with :func:`hourly_key_bytes`, which is injective for any
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.domain.events import UsageSample
 from pipeline.domain.hours import US_PER_SECOND, split_by_hour
@@ -32,8 +31,7 @@ KEY_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class HourlyKey:
+class HourlyKey(NamedTuple):
     """What usage is summed by: event-time hour (UTC), tenant, project, GPU model, MIG
     profile, region, provider and cluster."""
 
@@ -48,16 +46,7 @@ class HourlyKey:
 
     def values(self) -> tuple[Any, ...]:
         """The field values in :data:`KEY_COLUMNS` order (hour as epoch seconds)."""
-        return (
-            self.tenant_id,
-            self.hour_s,
-            self.project_id,
-            self.gpu_model,
-            self.mig_profile,
-            self.region,
-            self.provider,
-            self.cluster,
-        )
+        return tuple(self)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> HourlyKey:
@@ -82,8 +71,7 @@ def hourly_key_bytes(key: HourlyKey) -> bytes:
     return json.dumps(key.values(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
+class Contribution(NamedTuple):
     key: HourlyKey
     usage_us: int  # allocated instances x micro-seconds inside the hour
     busy_us: int  # usage_us weighted by SM activity (0..usage_us); 0 when not reported

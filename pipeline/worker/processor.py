@@ -30,7 +30,7 @@ from pipeline.domain.hours import HOUR_US, US_PER_SECOND, to_us
 from pipeline.domain.reference import ReferenceData
 from pipeline.domain.usage import Contribution, HourlyKey, contributions
 from pipeline.worker.metrics import STAGES, WorkerMetrics
-from pipeline.worker.sink import ClickHouseSink, key_columns, raw_head
+from pipeline.worker.sink import ClickHouseSink, key_columns, now_seconds, raw_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +152,7 @@ class BatchProcessor:
         started = time.perf_counter()
         stage = dict.fromkeys(STAGES, 0.0)
         now = self.clock()
+        now_s = now_seconds(now)  # the rows' ingested_at
         res = FoldResult()
         raw_rows: list[tuple[Any, ...]] = []
         key_owner: dict[HourlyKey, Message] = {}
@@ -159,7 +160,7 @@ class BatchProcessor:
         prepared: list[tuple[Message, list[Ready]]] = []
         for msg in batch:
             # 1. decode and build rows (pure); rejects to the dead-letter topic, acknowledged
-            ready, rejects = self._prepare(msg, now, checked, stage)
+            ready, rejects = self._prepare(msg, now, now_s, checked, stage)
             for rej in rejects:
                 await self.send_dead_letter(msg.key, dead_letter(msg, rej, now))
                 self.stats.dead_letters += 1
@@ -279,7 +280,12 @@ class BatchProcessor:
         m.last_batch.set_to_current_time()
 
     def _prepare(
-        self, msg: Message, now: datetime, checked: set[HourlyKey], stage: dict[str, float]
+        self,
+        msg: Message,
+        now: datetime,
+        now_s: int,
+        checked: set[HourlyKey],
+        stage: dict[str, float],
     ) -> tuple[list[Ready], list[Reject]]:
         """Step 1 for one message: its samples with their hourly parts and raw row, and its
         rejects. Pure; a failure dead-letters the message (or the sample) as
@@ -333,7 +339,7 @@ class BatchProcessor:
                     if c.key not in checked:
                         key_columns(c.key)
                         checked.add(c.key)
-                head = raw_head(sample, msg.partition, msg.offset, now)
+                head = raw_head(sample, msg.partition, msg.offset, now_s)
             except Exception as exc:  # noqa: BLE001 - deterministic: the sample fails alone
                 rejects.append(Reject(RejectReason.PROCESSING_ERROR, _describe(exc), where))
                 continue

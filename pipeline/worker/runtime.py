@@ -37,6 +37,7 @@ from its beginning (:meth:`Runtime._replay_without_state`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -375,7 +376,22 @@ class Runtime:
         self.stopping = True
 
 
+GC_THRESHOLDS = (50_000, 20, 10)  # allocations per young collection; collections per older
+
+
+def tune_gc() -> None:
+    """Cyclic garbage collection sized for a batch worker. A batch keeps some 10^5 container
+    objects alive until it ends (records, samples, keys, rows); with Python's default
+    thresholds (a young collection every 700 allocations) each is traced again and again while
+    it lives, about a fifth of the worker's time on the bench's messages. Here a young
+    collection comes every 50,000 allocations, and what start-up loaded (modules, schemas,
+    reference data) is frozen out of every collection. Cycles are still collected, later."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(settings: Settings, make_processor: Any, metrics: WorkerMetrics) -> None:
+    tune_gc()
     runtime = Runtime(settings, make_processor, metrics)
     signal.signal(signal.SIGTERM, runtime.stop)
     signal.signal(signal.SIGINT, runtime.stop)

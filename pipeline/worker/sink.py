@@ -99,7 +99,8 @@ def _datetime(seconds: int) -> int:
     return seconds
 
 
-def _now_s(now: datetime) -> int:
+def now_seconds(now: datetime) -> int:
+    """A ``DateTime`` column's value for the instant ``now``."""
     return _datetime(int(now.timestamp()))
 
 
@@ -116,9 +117,10 @@ def key_columns(k: HourlyKey) -> tuple[Any, ...]:
     return (values[0], _datetime(k.hour_s), *values[2:])
 
 
-def raw_head(s: UsageSample, partition: int, offset: int, now: datetime) -> tuple[Any, ...]:
+def raw_head(s: UsageSample, partition: int, offset: int, now_s: int) -> tuple[Any, ...]:
     """A ``usage_raw`` row (:data:`RAW_COLUMNS`) without its last column, ``late``, which the
-    fold decides: built (and so checked) before the sample is folded."""
+    fold decides: built (and so checked) before the sample is folded. ``now_s``: the
+    ``ingested_at`` column, :func:`now_seconds` of the batch's clock (once per batch)."""
     _utf8(
         s.tenant_id, s.source, s.id, s.project_id, s.job_id, s.cluster, s.region,
         s.provider, s.node, s.gpu_uuid, s.gpu_model, s.mig_profile,
@@ -143,14 +145,14 @@ def raw_head(s: UsageSample, partition: int, offset: int, now: datetime) -> tupl
         s.sm_activity_pct,
         partition,
         offset,
-        _now_s(now),
+        now_s,
     )
 
 
 def raw_row(
     s: UsageSample, partition: int, offset: int, now: datetime, late: bool = False
 ) -> tuple[Any, ...]:
-    return (*raw_head(s, partition, offset, now), int(late))
+    return (*raw_head(s, partition, offset, now_seconds(now)), int(late))
 
 
 def hourly_row(key: HourlyKey, agg: Agg, now: datetime) -> tuple[Any, ...]:
@@ -160,7 +162,7 @@ def hourly_row(key: HourlyKey, agg: Agg, now: datetime) -> tuple[Any, ...]:
         agg.busy_us,
         agg.samples,
         agg.version,
-        _now_s(now),
+        now_seconds(now),
         agg.late_us,
     )
 
