@@ -82,12 +82,12 @@ def fold(
     for n, (sample, offset, index) in enumerate(samples_with_pos):
         ident = sample.dedupe_key
         version = version_of(offset, index)
-        first = seen.get(ident)
-        if first is not None and first != version:
+        # remembered at this version unless seen before: at another version it is a copy; at
+        # this one, this very message replayed (its parts are guarded by the versions below)
+        first = seen.setdefault(ident, version)
+        if first != version:
             res.duplicates += 1
             continue
-        if first is None:
-            seen[ident] = version
         res.accepted.append(sample)
         any_late = False
         for c in contributions(sample) if parts is None else parts[n]:

@@ -76,6 +76,18 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         if slot not in self._dirty and self.current is not None:
             self._dirty[slot] = self.current
 
+    def setdefault(self, key: DedupeKey, default: Any = None) -> Any:
+        """The version ``key`` was first seen at, remembering ``default`` if none."""
+        slot = self.slot(key.bucket)
+        members = self._slot(slot).setdefault(str(key.bucket.minute_us), {})
+        first = members.get(key.event_id)
+        if first is not None:
+            return first
+        members[key.event_id] = default
+        if slot not in self._dirty and self.current is not None:
+            self._dirty[slot] = self.current
+        return default
+
     def __delitem__(self, key: DedupeKey) -> None:
         raise NotImplementedError("the dedupe memory only grows")
 
