@@ -32,19 +32,33 @@ from pipeline.worker.store import PartitionedStore
 Slot = tuple[str, str, int]  # how the memory is stored: tenant, source, start hour (µs)
 
 
-class BucketedSeen(MutableMapping[DedupeKey, int]):
-    """The dedupe memory as ``DedupeKey -> version``, stored in **slots**: one table value per
-    tenant, source and start *hour* (JSON ``{start minute: {id: version}}`` under the slot's
-    JSON array ``[tenant, source, hour_us]`` as key), so a node reporting every few minutes
-    costs one changelog record per hour and batch, not one per report. Reads load a slot once
-    per batch; writes change the cached slot, and :meth:`flush` writes each changed slot once,
-    to the changelog partition of the message that changed it."""
+PART_IDS = 4096  # identities per stored part of a slot: bounds a changelog record (~200 KB)
 
-    def __init__(self, table: Any, bind: Any) -> None:
+Part = dict[str, dict[str, int]]  # start minute -> {event id: version}
+
+
+class BucketedSeen(MutableMapping[DedupeKey, int]):
+    """The dedupe memory as ``DedupeKey -> version``, stored in **slots**: one per tenant,
+    source and start *hour*, so a node reporting every few minutes costs one changelog record
+    per hour and batch, not one per report.
+
+    A slot is stored in **parts** of at most ``part_ids`` identities (JSON
+    ``{start minute: {id: version}}``), under the keys ``[tenant, source, hour_us]`` (part 0)
+    and ``[tenant, source, hour_us, n]`` (part n): a source sending many events an hour (a
+    scheduler reporting every job, or a hostile producer) fills part after part, and a batch
+    rewrites only the parts it changed, the newest, so no record grows past a bound whatever a
+    source sends (one slot in one record would outgrow Kafka's request size and stop the
+    worker). Reads load a slot's parts once per batch; writes change the cached parts, and
+    :meth:`flush` writes each changed part once, to the changelog partition of the message that
+    changed it."""
+
+    def __init__(self, table: Any, bind: Any, part_ids: int = PART_IDS) -> None:
         self._t = table
         self._bind = bind
-        self._cache: dict[Slot, dict[str, dict[str, int]]] = {}
-        self._dirty: dict[Slot, Message] = {}
+        self.part_ids = part_ids
+        self._cache: dict[Slot, list[Part]] = {}
+        self._sizes: dict[Slot, list[int]] = {}  # identities per cached part
+        self._dirty: dict[tuple[Slot, int], Message] = {}
         self.current: Message | None = None
 
     @staticmethod
@@ -52,41 +66,77 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         return (bucket.tenant_id, bucket.source, bucket.minute_us - bucket.minute_us % HOUR_US)
 
     @staticmethod
-    def bucket_bytes(slot: Slot) -> bytes:
-        return json.dumps(list(slot), ensure_ascii=False, separators=(",", ":")).encode()
+    def bucket_bytes(slot: Slot, part: int = 0) -> bytes:
+        key: list[Any] = list(slot) if part == 0 else [*slot, part]
+        return json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _slot(self, slot: Slot) -> dict[str, dict[str, int]]:
-        minutes = self._cache.get(slot)
-        if minutes is None:
-            raw = self._t.get(self.bucket_bytes(slot))
-            minutes = json.loads(raw) if raw else {}
-            self._cache[slot] = minutes
-        return minutes
+    def _parts(self, slot: Slot) -> list[Part]:
+        parts = self._cache.get(slot)
+        if parts is None:
+            parts = []
+            while (raw := self._t.get(self.bucket_bytes(slot, len(parts)))) is not None:
+                parts.append(json.loads(raw))
+            if not parts:
+                parts.append({})
+            self._cache[slot] = parts
+            self._sizes[slot] = [sum(len(ids) for ids in p.values()) for p in parts]
+        return parts
+
+    def _find(self, key: DedupeKey) -> tuple[Slot, list[Part], int | None]:
+        """The slot of ``key``, its parts, and the version ``key`` was seen at (or None)."""
+        slot = self.slot(key.bucket)
+        parts = self._parts(slot)
+        minute = str(key.bucket.minute_us)
+        for part in parts:
+            members = part.get(minute)
+            if members is not None:
+                version = members.get(key.event_id)
+                if version is not None:
+                    return slot, parts, version
+        return slot, parts, None
+
+    def _add(self, slot: Slot, parts: list[Part], key: DedupeKey, value: int) -> None:
+        """Remember ``key`` in the slot's newest part, starting a new one when it is full."""
+        sizes = self._sizes[slot]
+        if sizes[-1] >= self.part_ids:
+            parts.append({})
+            sizes.append(0)
+        n = len(parts) - 1
+        parts[n].setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
+        sizes[n] += 1
+        if (slot, n) not in self._dirty and self.current is not None:
+            self._dirty[(slot, n)] = self.current
 
     def __getitem__(self, key: DedupeKey) -> int:
-        return self._slot(self.slot(key.bucket))[str(key.bucket.minute_us)][key.event_id]
+        version = self._find(key)[2]
+        if version is None:
+            raise KeyError(key)
+        return version
 
     def get(self, key: DedupeKey, default: Any = None) -> Any:
-        members = self._slot(self.slot(key.bucket)).get(str(key.bucket.minute_us))
-        return default if members is None else members.get(key.event_id, default)
-
-    def __setitem__(self, key: DedupeKey, value: int) -> None:
-        slot = self.slot(key.bucket)
-        self._slot(slot).setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
-        if slot not in self._dirty and self.current is not None:
-            self._dirty[slot] = self.current
+        version = self._find(key)[2]
+        return default if version is None else version
 
     def setdefault(self, key: DedupeKey, default: Any = None) -> Any:
         """The version ``key`` was first seen at, remembering ``default`` if none."""
-        slot = self.slot(key.bucket)
-        members = self._slot(slot).setdefault(str(key.bucket.minute_us), {})
-        first = members.get(key.event_id)
-        if first is not None:
-            return first
-        members[key.event_id] = default
-        if slot not in self._dirty and self.current is not None:
-            self._dirty[slot] = self.current
+        slot, parts, version = self._find(key)
+        if version is not None:
+            return version
+        self._add(slot, parts, key, default)
         return default
+
+    def __setitem__(self, key: DedupeKey, value: int) -> None:
+        slot, parts, version = self._find(key)
+        if version is None:
+            self._add(slot, parts, key, value)
+            return
+        minute = str(key.bucket.minute_us)
+        for n, part in enumerate(parts):
+            members = part.get(minute)
+            if members is not None and key.event_id in members:
+                members[key.event_id] = value
+                if (slot, n) not in self._dirty and self.current is not None:
+                    self._dirty[(slot, n)] = self.current
 
     def __delitem__(self, key: DedupeKey) -> None:
         raise NotImplementedError("the dedupe memory only grows")
@@ -98,19 +148,20 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         return len(self._cache)
 
     def flush(self, written: Callable[[int, int, bytes], None] | None = None) -> int:
-        """Write each changed slot once; ``written(partition, hour_us, key)`` is told of
+        """Write each changed part once; ``written(partition, hour_us, key)`` is told of
         each."""
         count = len(self._dirty)
-        for slot, msg in self._dirty.items():
+        for (slot, n), msg in self._dirty.items():
             self._bind(msg)
-            key = self.bucket_bytes(slot)
+            key = self.bucket_bytes(slot, n)
             self._t[key] = json.dumps(
-                self._cache[slot], ensure_ascii=False, separators=(",", ":")
+                self._cache[slot][n], ensure_ascii=False, separators=(",", ":")
             ).encode()
             if written is not None:
                 written(msg.partition, slot[2], key)
         self._dirty.clear()
         self._cache.clear()
+        self._sizes.clear()
         return count
 
 
@@ -181,11 +232,12 @@ class StateTables:
         if index is None:
             index = {}
             for key in self._keys_in(partition):
-                # slot keys are [tenant, source, hour]; skip the floor keys
+                # slot keys are [tenant, source, hour] and [tenant, source, hour, part];
+                # skip the floor keys
                 if not bytes(key).startswith(b"["):
                     continue
                 parts = json.loads(key)
-                if len(parts) == 3:
+                if len(parts) in (3, 4):
                     index.setdefault(int(parts[2]), set()).add(bytes(key))
             self._index[partition] = index
         return index

@@ -85,3 +85,47 @@ def test_a_nodes_reports_of_one_hour_share_one_slot_and_minutes_stay_apart() -> 
     again = BucketedSeen(table, lambda m: None)  # after a restart
     copy = fold([(sample("e", "n1", 20), 2, 0)], again, lambda k: Agg())
     assert copy.duplicates == 1
+
+
+def test_a_source_sending_many_events_an_hour_fills_bounded_parts() -> None:
+    """A source with 2.5 parts of identities in one hour: each stored value holds at most a
+    part, a batch rewrites only the parts it changed, every identity is found again after a
+    restart (a copy is a duplicate, the replay is not), and expiry drops every part."""
+    table = Table()
+    seen = BucketedSeen(table, lambda msg: None, part_ids=4)
+    seen.current = Message("t", 0, 1, b"acme-ai", b"")
+    first = [(sample(f"e{i}", "sched", i % 3), 1, i) for i in range(6)]
+    assert len(fold(first, seen, lambda k: Agg()).accepted) == 6
+    assert seen.flush() == 2  # parts 0 (4 ids) and 1 (2 ids)
+    table.writes.clear()
+    more = BucketedSeen(table, lambda msg: None, part_ids=4)
+    more.current = Message("t", 0, 2, b"acme-ai", b"")
+    second = [(sample(f"f{i}", "sched", i % 3), 2, i) for i in range(4)]
+    assert len(fold(second, more, lambda k: Agg()).accepted) == 4
+    more.flush()
+    # part 0 is full and untouched: parts 1 (now 4 ids) and 2 (2 ids) written
+    assert sorted(len(json.loads(k)) for k, _ in table.writes) == [4, 4]
+    assert sorted(json.loads(k)[3] for k, _ in table.writes) == [1, 2]
+    sizes = sorted(sum(len(ids) for ids in json.loads(v).values()) for v in table.values())
+    assert sizes == [2, 4, 4]
+    again = BucketedSeen(table, lambda msg: None, part_ids=4)
+    copies = fold([(first[1][0], 5, 0), (second[3][0], 5, 1)], again, lambda k: Agg())
+    assert copies.duplicates == 2 and copies.accepted == []
+    replay = fold([second[3]], BucketedSeen(table, lambda m: None, part_ids=4), lambda k: Agg())
+    assert replay.duplicates == 0 and len(replay.accepted) == 1
+
+
+def test_expiry_drops_every_part_of_a_slot_below_the_floor() -> None:
+    from pipeline.worker.tables import StateTables
+
+    seen_table: dict[bytes, bytes] = {}
+    tables = StateTables(seen_table, {})
+    tables._seen.part_ids = 2
+    msg = Message("t", 0, 1, b"acme-ai", b"")
+    tables.bind(msg)
+    fold([(sample(f"e{i}", "sched", 0), 1, i) for i in range(5)], tables.seen, lambda k: Agg())
+    tables.flush()
+    assert len(seen_table) == 3  # three parts of one slot
+    six = to_us(datetime(2026, 10, 1, 6, tzinfo=UTC))
+    assert tables.expire(msg, six) == 3
+    assert list(seen_table) == [StateTables.floor_bytes(0)]
