@@ -34,6 +34,7 @@ from devtools.bench.steps import (
     memory_keys,
     naive_inserts,
     raw_consume,
+    settle,
 )
 from devtools.bench.streams import live_stream, one_sample_topic, two_workers
 from devtools.sim.run import publish
@@ -183,8 +184,11 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     naive_s = isolated(base, f"bench_{name}n", root / (name + "n"))
     migrate(executor(naive_s))
     res.naive_samples_per_s = naive_inserts(naive_s, config, seconds=20)
+    # its thousands of one-row parts are only there to be counted: dropped, not merged
+    executor(base).execute(f"DROP DATABASE IF EXISTS {ident(naive_s.clickhouse_database)}")
 
     say("[8/9] freshness at half the measured maximum, then memory with distinct keys")
+    res.extra["settled_before_freshness_s"] = round(settle(base), 1)
     fresh_s = isolated(base, f"bench_{name}f", root / (name + "f"))
     migrate(executor(fresh_s))
     ensure_topics(

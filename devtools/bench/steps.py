@@ -23,7 +23,7 @@ from pipeline.adapters.kafka import QUICK_CLIENT, make_producer, partition_lags
 from pipeline.adapters.store import Store
 from pipeline.bootstrap import billing_run, executor
 from pipeline.config import Config
-from pipeline.domain.aggregate import Agg
+from pipeline.domain.aggregate import INDEX_BITS, Agg
 from pipeline.domain.hours import HOUR_US
 from pipeline.domain.period import Period
 from pipeline.domain.usage import HourlyKey
@@ -201,36 +201,65 @@ def naive_inserts(settings: Settings, config: Config, seconds: float) -> float:
     return rate
 
 
+def settle(settings: Settings, quiet_s: float = 3.0, timeout: float = 180.0) -> float:
+    """Wait until ClickHouse runs no merge for ``quiet_s`` (the earlier steps' parts, above all
+    the naive step's one part per INSERT, are merged in the background for minutes and take a
+    core from whatever is measured next); returns the seconds waited."""
+    ex = executor(settings)
+    started = quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            (running,) = ex.execute("SELECT count() FROM system.merges")[0]
+            now = time.monotonic()
+            if running:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                break
+            time.sleep(0.5)
+    finally:
+        ex.close()
+    return time.monotonic() - started
+
+
+PROBE_NODES = 200  # the freshness step's fleet: one source (collector) per node
+PROBE_GPUS = 8  # samples per message: one per GPU, as a node's report
+
+
 def freshness(
     settings: Settings, config: Config, rate: float, seconds: float, log: Path
 ) -> tuple[list[float], float]:
-    """Offer ``rate`` samples/s of live usage (one new hourly key per message) to a running
-    worker; time from produce until the key's row is queryable in ClickHouse."""
+    """Offer ``rate`` samples/s of live usage to a running worker; for each message, the time
+    from produce until its samples are queryable in ClickHouse's hourly aggregates.
+
+    The stream has the bench month's shape, so that half its measured maximum is half the
+    worker's load: nodes reporting one sample per GPU (a source each, reused), into a few hourly
+    keys. Each message's arrival is read from the aggregate itself: its version is the Kafka
+    offset of the last message folded into it (``offset << 20 | index``), and every probe
+    message goes to one partition (one tenant key), so a message is queryable once the
+    key's highest version reaches its offset."""
     tenant = sorted(t for t, v in config.reference.tenants.items() if v.kind == "external")[0]
-    per_msg = 8
-    msgs_per_s = max(1.0, rate / per_msg)
+    msgs_per_s = max(1.0, rate / PROBE_GPUS)
     proc = start_worker(settings, log)
     producer = make_producer(settings.kafka_bootstrap, linger_ms=0)
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    sent: list[tuple[Any, float]] = []  # (send future, monotonic time sent)
+    seen: list[tuple[float, int]] = []  # (monotonic time, highest offset queryable)
     ex = executor(settings)
     stop = threading.Event()
 
     def poll() -> None:
-        while not stop.is_set() or len(seen) < len(sent):
-            rows = ex.execute(
-                "SELECT DISTINCT project_id FROM usage_hourly WHERE tenant_id = %(t)s "
-                "AND startsWith(project_id, 'probe-')",
+        while not stop.is_set() or time.monotonic() - stop_at[0] < 30:
+            ((top, rows),) = ex.execute(
+                "SELECT max(version), count() FROM usage_hourly WHERE tenant_id = %(t)s "
+                "AND project_id = 'probe'",
                 {"t": tenant},
             )
-            t = time.monotonic()
-            for (p,) in rows:
-                seen.setdefault(p, t)
-            if stop.is_set() and time.monotonic() - stop_at[0] > 30:
+            seen.append((time.monotonic(), (int(top) >> INDEX_BITS) if rows else -1))
+            if stop.is_set() and sent and seen[-1][1] >= last_offset[0] >= 0:
                 return
             time.sleep(0.05)
 
-    stop_at = [0.0]
+    stop_at = [float("inf")]
+    last_offset = [-1]
     try:
         time.sleep(8)  # worker start and partition assignment, not part of freshness
         poller = threading.Thread(target=poll, daemon=True)
@@ -243,44 +272,60 @@ def freshness(
             if delay > 0:
                 time.sleep(delay)
             end = datetime.now(UTC).replace(microsecond=0)
-            events = []
-            for g in range(per_msg):
-                events.append(
-                    {
-                        "specversion": "1.0",
-                        "id": f"probe-{i}-{g}",
-                        "source": f"//bench/probe/n{i}",
-                        "type": "gpu.usage.v1",
-                        "data": {
-                            "tenant_id": tenant,
-                            "project_id": f"probe-{i}",
-                            "cluster": "bench",
-                            "region": "eu-west-1",
-                            "provider": "own-dc",
-                            "node": f"n{i}",
-                            "gpu_uuid": f"GPU-{g}",
-                            "gpu_model": "H100",
-                            "gpu_count": 1,
-                            "start": (end - timedelta(seconds=10)).isoformat(),
-                            "end": end.isoformat(),
-                        },
-                    }
-                )
-            producer.send(
+            node = i % PROBE_NODES
+            events = [
+                {
+                    "specversion": "1.0",
+                    "id": f"probe-{i}-{g}",
+                    "source": f"//bench/probe/n{node}",
+                    "type": "gpu.usage.v1",
+                    "data": {
+                        "tenant_id": tenant,
+                        "project_id": "probe",
+                        "cluster": "bench",
+                        "region": "eu-west-1",
+                        "provider": "own-dc",
+                        "node": f"n{node}",
+                        "gpu_uuid": f"GPU-{node}-{g}",
+                        "gpu_model": "H100",
+                        "gpu_count": 1,
+                        "start": (end - timedelta(seconds=10)).isoformat(),
+                        "end": end.isoformat(),
+                    },
+                }
+                for g in range(PROBE_GPUS)
+            ]
+            fut = producer.send(
                 settings.usage_topic, key=tenant.encode(), value=json.dumps(events).encode()
             )
-            sent[f"probe-{i}"] = time.monotonic()
+            sent.append((fut, time.monotonic()))
             i += 1
         producer.flush()
-        stop.set()
+        offsets = [(fut.get(timeout=30).offset, t) for fut, t in sent]
+        last_offset[0] = max(o for o, _ in offsets)
         stop_at[0] = time.monotonic()
+        stop.set()
         poller.join(timeout=40)
     finally:
         producer.close()
         stop_worker(proc)
         ex.close()
-    lat = [seen[p] - sent[p] for p in sent if p in seen]
-    return lat, msgs_per_s * per_msg
+    return arrival_latencies(offsets, seen), msgs_per_s * PROBE_GPUS
+
+
+def arrival_latencies(sent: list[tuple[int, float]], seen: list[tuple[float, int]]) -> list[float]:
+    """For each ``(offset, time sent)``: the first time in ``seen`` (``(time, highest offset
+    queryable)``, in time order) at which the offset was reached, minus the time sent. An
+    offset never reached has no latency."""
+    out = []
+    j = 0
+    for offset, t_sent in sorted(sent):
+        while j < len(seen) and seen[j][1] < offset:
+            j += 1
+        if j == len(seen):
+            break
+        out.append(max(0.0, seen[j][0] - t_sent))
+    return out
 
 
 def memory_keys(settings: Settings, config: Config, keys: int, log: Path) -> tuple[float, int]:

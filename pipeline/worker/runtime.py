@@ -167,11 +167,12 @@ class Runtime:
     # -- the loop ----------------------------------------------------------------------------
     def _poll(self) -> list[Any]:
         """Step 1: up to ``sink_batch_samples`` records. Once ``sink_batch_seconds`` passed
-        since the first, the batch closes unless messages still wait on the assigned
-        partitions (a backlog fills batches to the limit; a live stream is processed within
-        the window). A rebalance inside a poll drops what earlier polls returned (positions
-        went back to the committed offsets); what that poll returned is of the new assignment.
-        """
+        since the first, the batch closes unless the messages waiting on the assigned
+        partitions would fill it: a backlog (catching up) fills batches to the limit; a live
+        stream, whose few waiting messages would only keep the batch open while more arrive,
+        is processed within the window. A rebalance inside a poll drops what earlier polls
+        returned (positions went back to the committed offsets); what that poll returned is of
+        the new assignment."""
         limit, within = self.s.sink_batch_samples, self.s.sink_batch_seconds
         records: list[Any] = []
         deadline = None
@@ -180,7 +181,7 @@ class Runtime:
                 wait = 1.0
             elif time.monotonic() < deadline:
                 wait = deadline - time.monotonic()
-            elif sum(self._lags().values()) > 0:
+            elif sum(self._lags().values()) >= limit - len(records):
                 wait = 0.0  # a backlog: take what is fetched without waiting
             else:
                 break

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools.bench import BenchResult
+from devtools.bench.steps import arrival_latencies
 from devtools.bench.streams import (
     LIVE_GPUS_PER_NODE,
     LIVE_INTERVAL_S,
@@ -91,3 +92,12 @@ def test_the_json_keeps_its_keys_and_adds_the_new_figures() -> None:
         1.1,
     )
     assert BenchResult().as_json()["rss_day31_over_day7"] is None
+
+
+def test_a_message_arrives_when_the_highest_queryable_offset_first_reaches_it() -> None:
+    sent = [(10, 1.0), (11, 1.1), (12, 1.2), (13, 1.3)]
+    seen = [(1.05, -1), (1.5, 11), (1.6, 11), (2.0, 12)]  # 13 never became queryable
+    lat = arrival_latencies(sent, seen)
+    assert [round(x, 3) for x in lat] == [0.5, 0.4, 0.8]
+    # sent in any order, the same answer
+    assert arrival_latencies(list(reversed(sent)), seen) == lat
