@@ -27,6 +27,7 @@ from pipeline.settings import REPO_ROOT, Settings
 # starved the agent (1,580 messages/s against 4,180 with 16 MiB; 32 MiB: no better).
 CONSUMER_MAX_FETCH_BYTES = 16 * 1024 * 1024
 FAUST_WITHIN = 1.0  # the batch wait the worker had on Faust
+FAUST_BATCH = 20_000  # and its batch size (messages)
 
 
 def app_options(settings: Settings) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "broker_commit_every": 10_000,
         "broker_commit_interval": 1.0,
-        "stream_buffer_maxsize": settings.sink_batch_samples,
+        "stream_buffer_maxsize": FAUST_BATCH,
         "producer_max_request_size": 2 * settings.max_message_bytes,
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": max(1.0, settings.session_timeout_s / 4),
@@ -75,7 +76,7 @@ def main(total: int, out: str) -> None:
     @app.agent(usage)
     async def take(stream: Any) -> None:
         async for events in stream.take_events(
-            settings.sink_batch_samples, within=FAUST_WITHIN
+            FAUST_BATCH, within=FAUST_WITHIN
         ):
             if not seen["n"]:
                 seen["t0"] = time.monotonic()

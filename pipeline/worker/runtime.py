@@ -11,7 +11,8 @@ everything a batch caused is durable.
 Write order, per batch (the contract; the steps are numbered the same in the code, in
 :mod:`pipeline.worker.processor` and :mod:`pipeline.worker.sink`):
 
-1. Poll a batch: up to ``GPUMETER_SINK_BATCH_SAMPLES`` messages or ``..._SECONDS`` of waiting.
+1. Poll a batch: up to ``GPUMETER_SINK_BATCH_SAMPLES`` messages, about ``..._BYTES`` of them,
+   or ``..._SECONDS`` of waiting.
    A rebalance while polling drops what was polled (positions go back to the committed
    offsets; the new owner reads them). Decode; rejects are sent to the dead-letter topic.
 2. Fold into the in-memory state (dedupe memory, hourly aggregates); each changed key is
@@ -57,6 +58,7 @@ from pipeline.worker.tables import in_memory_tables
 
 log = logging.getLogger("gpumeter.worker")
 
+POLL_RECORDS = 500  # records per poll inside a batch: how far a batch overshoots its bytes
 EXIT_CONFIG = 78  # EX_CONFIG: a setting contradicts the topic; no retry helps
 EXIT_CLICKHOUSE_PERMANENT = EXIT_CONFIG  # ClickHouse refuses our writes; no retry helps
 EXIT_HUNG = 75  # EX_TEMPFAIL: hung (liveness.py); a restart replays what was not committed
@@ -166,17 +168,21 @@ class Runtime:
 
     # -- the loop ----------------------------------------------------------------------------
     def _poll(self) -> list[Any]:
-        """Step 1: up to ``sink_batch_samples`` records. Once ``sink_batch_seconds`` passed
-        since the first, the batch closes unless the messages waiting on the assigned
-        partitions would fill it: a backlog (catching up) fills batches to the limit; a live
-        stream, whose few waiting messages would only keep the batch open while more arrive,
-        is processed within the window. A rebalance inside a poll drops what earlier polls
-        returned (positions went back to the committed offsets); what that poll returned is of
-        the new assignment."""
+        """Step 1: up to ``sink_batch_samples`` records holding at most about
+        ``sink_batch_bytes`` (a poll takes at most :data:`POLL_RECORDS`, so a batch overshoots
+        the bytes by less than that many messages; a batch's decoded samples take many times
+        their JSON, so the bytes bound the worker's memory whatever the message size). Once
+        ``sink_batch_seconds`` passed since the first, the batch closes unless the messages
+        waiting on the assigned partitions would fill it: a backlog (catching up) fills batches
+        to the limit; a live stream, whose few waiting messages would only keep the batch open
+        while more arrive, is processed within the window. A rebalance inside a poll drops what
+        earlier polls returned (positions went back to the committed offsets); what that poll
+        returned is of the new assignment."""
         limit, within = self.s.sink_batch_samples, self.s.sink_batch_seconds
         records: list[Any] = []
+        size = 0
         deadline = None
-        while len(records) < limit and not self.stopping:
+        while len(records) < limit and size < self.s.sink_batch_bytes and not self.stopping:
             if deadline is None:
                 wait = 1.0
             elif time.monotonic() < deadline:
@@ -187,12 +193,13 @@ class Runtime:
                 break
             generation = self.generation
             polled = self.consumer.poll(
-                timeout_ms=int(wait * 1000), max_records=limit - len(records)
+                timeout_ms=int(wait * 1000), max_records=min(POLL_RECORDS, limit - len(records))
             )
             if self.generation != generation:
-                records = []
+                records, size = [], 0
             for batch in polled.values():
                 records.extend(batch)
+                size += sum(len(r.value or b"") for r in batch)
             if records and deadline is None:
                 deadline = time.monotonic() + within
             if not records and deadline is None:
