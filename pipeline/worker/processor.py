@@ -33,6 +33,9 @@ from pipeline.worker.metrics import STAGES, WorkerMetrics
 from pipeline.worker.sink import ClickHouseSink, key_columns, now_seconds, raw_head
 
 
+HOMES_HELD = 65_536  # message keys whose partition is remembered
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     topic: str
@@ -147,6 +150,9 @@ class BatchProcessor:
         self.partitions = partitions
         self.stats = BatchStats()
         self.metrics = metrics
+        # key -> its partition: murmur2 runs in Python, and a stream has few distinct keys
+        # (tenants); cleared when full, so hostile keys cannot grow it
+        self._homes: dict[bytes, int] = {}
 
     async def process(self, batch: list[Message]) -> None:
         started = time.perf_counter()
@@ -291,7 +297,11 @@ class BatchProcessor:
         rejects. Pure; a failure dead-letters the message (or the sample) as
         ``processing_error`` instead of failing the batch."""
         if self.partitions and msg.key is not None:
-            home = default_partition(msg.key, self.partitions)
+            home = self._homes.get(msg.key)
+            if home is None:
+                if len(self._homes) >= HOMES_HELD:
+                    self._homes.clear()
+                home = self._homes[msg.key] = default_partition(msg.key, self.partitions)
             if msg.partition != home:
                 return [], [
                     Reject(
