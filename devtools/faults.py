@@ -54,7 +54,7 @@ class FaultPlan:
     # no offset committed for this long with messages waiting: stop and show the workers' logs
     stall_s: float = 300.0
     # messages per batch: small, so that every fault lands between and inside many batches
-    # (a worker takes up to GPUMETER_SINK_BATCH_SAMPLES=5,000, more than a test's whole topic)
+    # (a worker takes up to GPUMETER_SINK_BATCH_SAMPLES=20,000, more than a test's whole topic)
     batch_messages: int = 400
 
 

@@ -32,7 +32,6 @@ from pipeline.domain.usage import Contribution, HourlyKey, contributions
 from pipeline.worker.metrics import STAGES, WorkerMetrics
 from pipeline.worker.sink import ClickHouseSink, key_columns, now_seconds, raw_head
 
-
 HOMES_HELD = 65_536  # message keys whose partition is remembered
 
 

@@ -58,7 +58,7 @@ from pipeline.worker.tables import in_memory_tables
 
 log = logging.getLogger("gpumeter.worker")
 
-POLL_RECORDS = 500  # records per poll inside a batch: how far a batch overshoots its bytes
+POLL_RECORDS = 2_000  # records per poll inside a batch: how far a batch overshoots its bytes
 EXIT_CONFIG = 78  # EX_CONFIG: a setting contradicts the topic; no retry helps
 EXIT_CLICKHOUSE_PERMANENT = EXIT_CONFIG  # ClickHouse refuses our writes; no retry helps
 EXIT_HUNG = 75  # EX_TEMPFAIL: hung (liveness.py); a restart replays what was not committed

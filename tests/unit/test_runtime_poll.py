@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.settings import Settings
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.runtime import Runtime
+from pipeline.worker.runtime import POLL_RECORDS, Runtime
 
 
 @dataclass
@@ -52,9 +52,9 @@ def test_a_batch_stops_at_about_its_bytes_and_the_rest_is_the_next_batch() -> No
 
 
 def test_a_batch_stops_at_its_message_count_and_polls_at_most_poll_records() -> None:
-    records = [Record(i, b"{}") for i in range(2000)]
-    consumer = Consumer(records, per_poll=10_000)
-    rt = runtime(consumer, sink_batch_samples=1200)
+    records = [Record(i, b"{}") for i in range(3 * POLL_RECORDS)]
+    consumer = Consumer(records, per_poll=10 * POLL_RECORDS)
+    rt = runtime(consumer, sink_batch_samples=POLL_RECORDS + 200)
     batch = rt._poll()
-    assert len(batch) == 1200
-    assert max(consumer.asked) == 500 and consumer.asked[-1] == 200
+    assert len(batch) == POLL_RECORDS + 200
+    assert consumer.asked == [POLL_RECORDS, 200]
