@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # this many seconds after the first. The bytes bound the memory whatever the message size
     # (decoded samples take many times their JSON): on the bench month (~3.5 KB messages) a
     # batch is ~5,000 messages; 20,000 of them held ~110,000 samples of objects at once, for a
-    # peak RSS of 1,034.6 MiB at 1,000,000 hourly keys (646.8 with the bytes bound) and no
+    # peak RSS of 1,034.6 MiB at 1,000,000 hourly keys (593.0 with the bytes bound) and no
     # more speed. One-sample messages (~0.6 KB) still fill 20,000 per batch.
     sink_batch_samples: int = Field(default=20_000, ge=1)
     sink_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
