@@ -82,18 +82,25 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
             self._sizes[slot] = [sum(len(ids) for ids in p.values()) for p in parts]
         return parts
 
-    def _find(self, key: DedupeKey) -> tuple[Slot, list[Part], int | None]:
-        """The slot of ``key``, its parts, and the version ``key`` was seen at (or None)."""
+    def _find(self, key: DedupeKey) -> tuple[Slot, list[Part], int, int | None]:
+        """The slot of ``key``, its parts, the part holding ``key`` (else the newest) and the
+        version ``key`` was seen at (or None)."""
         slot = self.slot(key.bucket)
         parts = self._parts(slot)
         minute = str(key.bucket.minute_us)
-        for part in parts:
+        for n, part in enumerate(parts):
             members = part.get(minute)
             if members is not None:
                 version = members.get(key.event_id)
                 if version is not None:
-                    return slot, parts, version
-        return slot, parts, None
+                    return slot, parts, n, version
+        return slot, parts, len(parts) - 1, None
+
+    def _put(self, slot: Slot, parts: list[Part], n: int, key: DedupeKey, value: int) -> None:
+        """Store ``key`` in part ``n`` and mark that part changed."""
+        parts[n].setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
+        if (slot, n) not in self._dirty and self.current is not None:
+            self._dirty[(slot, n)] = self.current
 
     def _add(self, slot: Slot, parts: list[Part], key: DedupeKey, value: int) -> None:
         """Remember ``key`` in the slot's newest part, starting a new one when it is full."""
@@ -101,42 +108,33 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         if sizes[-1] >= self.part_ids:
             parts.append({})
             sizes.append(0)
-        n = len(parts) - 1
-        parts[n].setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
-        sizes[n] += 1
-        if (slot, n) not in self._dirty and self.current is not None:
-            self._dirty[(slot, n)] = self.current
+        sizes[-1] += 1
+        self._put(slot, parts, len(parts) - 1, key, value)
 
     def __getitem__(self, key: DedupeKey) -> int:
-        version = self._find(key)[2]
+        version = self._find(key)[3]
         if version is None:
             raise KeyError(key)
         return version
 
     def get(self, key: DedupeKey, default: Any = None) -> Any:
-        version = self._find(key)[2]
+        version = self._find(key)[3]
         return default if version is None else version
 
     def setdefault(self, key: DedupeKey, default: Any = None) -> Any:
         """The version ``key`` was first seen at, remembering ``default`` if none."""
-        slot, parts, version = self._find(key)
+        slot, parts, _, version = self._find(key)
         if version is not None:
             return version
         self._add(slot, parts, key, default)
         return default
 
     def __setitem__(self, key: DedupeKey, value: int) -> None:
-        slot, parts, version = self._find(key)
+        slot, parts, n, version = self._find(key)
         if version is None:
             self._add(slot, parts, key, value)
-            return
-        minute = str(key.bucket.minute_us)
-        for n, part in enumerate(parts):
-            members = part.get(minute)
-            if members is not None and key.event_id in members:
-                members[key.event_id] = value
-                if (slot, n) not in self._dirty and self.current is not None:
-                    self._dirty[(slot, n)] = self.current
+        else:
+            self._put(slot, parts, n, key, value)
 
     def __delitem__(self, key: DedupeKey) -> None:
         raise NotImplementedError("the dedupe memory only grows")
