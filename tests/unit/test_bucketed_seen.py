@@ -129,3 +129,28 @@ def test_expiry_drops_every_part_of_a_slot_below_the_floor() -> None:
     six = to_us(datetime(2026, 10, 1, 6, tzinfo=UTC))
     assert tables.expire(msg, six) == 3
     assert list(seen_table) == [StateTables.floor_bytes(0)]
+
+
+def test_parts_keep_hostile_sources_and_ids_apart_and_expire_them() -> None:
+    """Quotes, separators, brackets, backslashes and non-ASCII in the source and the ids: every
+    part key stays distinct, every identity is found after a restart, expiry parses the
+    four-element part keys and drops them all."""
+    from pipeline.worker.tables import StateTables
+
+    seen_table: dict[bytes, bytes] = {}
+    tables = StateTables(seen_table, {})
+    tables._seen.part_ids = 2
+    msg = Message("t", 0, 1, b"acme-ai", b"")
+    tables.bind(msg)
+    node = 'n"1|,[0]\\ü'
+    ids = ['e"0', "e|1", "e,2]", "e\\3", "é4 ✓", "[5]"]
+    items = [(sample(i, node, 0), 1, n) for n, i in enumerate(ids)]
+    assert len(fold(items, tables.seen, lambda k: Agg()).accepted) == 6
+    tables.flush()
+    assert len(seen_table) == 3
+    again = StateTables(seen_table, {})
+    copies = fold([(s, 2, n) for s, _, n in items], again.seen, lambda k: Agg())
+    assert copies.duplicates == 6
+    six = to_us(datetime(2026, 10, 1, 6, tzinfo=UTC))
+    assert again.expire(msg, six) == 3
+    assert list(seen_table) == [StateTables.floor_bytes(0)]
