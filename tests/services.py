@@ -30,13 +30,43 @@ def ensure_stack() -> None:
         )
 
 
+_MADE: list[str] = []  # this session's names, whose topics and databases go at its end
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _MADE.append(name)
+    return name
+
+
+def forget(names: list[str]) -> None:
+    """Delete the Kafka topics (usage, dead letters, changelogs...) and ClickHouse databases
+    named after ``names``: without this every run left a few hundred topics behind, and a
+    broker holding thousands of partitions took longer to start than its health check."""
+    from clickhouse_driver import Client
+    from kafka.admin import KafkaAdminClient
+
+    settings = Settings()
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        ours = [t for t in admin.list_topics() if any(n in t for n in names)]
+        for i in range(0, len(ours), 100):
+            admin.delete_topics(ours[i : i + 100])
+    finally:
+        admin.close()
+    client = Client(settings.clickhouse_host, port=settings.clickhouse_port)
+    try:
+        for n in names:
+            client.execute(f"DROP DATABASE IF EXISTS gpumeter_{n}")
+    finally:
+        client.disconnect()
 
 
 @pytest.fixture(scope="session")
-def stack() -> None:
+def stack() -> Iterator[None]:
     ensure_stack()
+    yield
+    forget(_MADE)
 
 
 @pytest.fixture
