@@ -24,8 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devtools.bench import faust_ceiling
+from devtools.bench.cpu import CpuMeter, ceiling, per_sample
+from devtools.bench.floor import stateless_floor
 from devtools.bench.result import BenchResult, write_results
 from devtools.bench.steps import (
+    Rows,
     billing_month,
     committed,
     drain,
@@ -59,6 +62,10 @@ def isolated(base: Settings, name: str, root: Path) -> Settings:
     return base.isolated(name, root).model_copy(update={"metrics_port": free_port()})
 
 
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
 def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) -> BenchResult:
     from rich.progress import Progress
 
@@ -81,14 +88,20 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
 
     say("[3/9] pipeline: one worker until every aggregate is in ClickHouse")
     stages: dict[str, float] = {}
+    meter = CpuMeter()
     with Progress() as bar:
         task = bar.add_task("worker: offsets committed", total=sim.messages)
+
+        def tick(rows: Rows, pids: list[int]) -> None:
+            bar.update(task, completed=committed(rows))
+            meter.tick(rows, pids)
+
         drained = drain(
             s,
             root / f"worker-{name}.log",
             sim.messages,
             timeout=7200,
-            on_tick=lambda rows, _: bar.update(task, completed=committed(rows)),
+            on_tick=tick,
             stages=stages,
         )
     busy = drained.busy_s
@@ -98,6 +111,30 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     res.extra["stages"] = {k: round(v, 2) for k, v in stages.items()}
     say(f"      {res.samples_per_s:,.0f} samples/s (ratio to raw {res.as_json()['ratio_raw']})")
     say("      seconds per stage: " + ", ".join(f"{k}={v:.1f}" for k, v in stages.items()))
+    cpu = per_sample(meter.seconds(), sim.samples)
+    res.extra["cpu_us_per_sample"] = cpu
+    res.extra["cpu_machine_busy"] = _rounded(meter.machine_busy())
+    res.extra["cpu_ceiling_samples_per_s"] = ceiling(cpu.get("total", 0.0))
+    say(
+        "      CPU per sample (us): "
+        + ", ".join(f"{k}={v}" for k, v in cpu.items())
+        + f"; cores busy {res.extra['cpu_machine_busy']}; at this cost the machine's cores "
+        f"could do at most {res.extra['cpu_ceiling_samples_per_s']:,.0f} samples/s"
+    )
+    floor_s = isolated(base, f"bench_{name}z", root / (name + "z"))
+    floor = stateless_floor(s, floor_s, config)
+    executor(base).execute(f"DROP DATABASE IF EXISTS {ident(floor_s.clickhouse_database)}")
+    res.extra["floor_samples_per_s"] = round(floor.samples_per_s, 1)
+    res.extra["floor_cpu_us_per_sample"] = floor.cpu_us_per_sample
+    res.extra["floor_cpu_ceiling_samples_per_s"] = ceiling(
+        floor.cpu_us_per_sample.get("total", 0.0)
+    )
+    say(
+        f"      stateless floor (consume, decode, raw rows, insert, commit; no state): "
+        f"{floor.samples_per_s:,.0f} samples/s in one process, CPU per sample (us): "
+        + ", ".join(f"{k}={v}" for k, v in floor.cpu_us_per_sample.items())
+        + f"; the cores' ceiling at that cost {res.extra['floor_cpu_ceiling_samples_per_s']:,.0f}"
+    )
     res.extra["pipeline_wall_s"] = round(drained.wall_s, 1)
     res.extra["pipeline_busy_s"] = round(busy, 1)
     parts = Store(executor(s)).active_parts()
@@ -145,7 +182,11 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
     two_s = isolated(base, f"bench_{name}2", root / (name + "2"))
     migrate(executor(two_s))
     two_nodes = max(2, round(TWO_WORKERS_SAMPLES * scale / SAMPLES_PER_NODE_MONTH))
-    two = two_workers(two_s, config, two_nodes, root / f"workers-{name}2")
+    two_meter = CpuMeter()
+    two = two_workers(two_s, config, two_nodes, root / f"workers-{name}2", on_tick=two_meter.tick)
+    two_cpu = per_sample(two_meter.seconds(), two.samples)
+    res.extra["two_workers_cpu_us_per_sample"] = two_cpu
+    res.extra["two_workers_cpu_machine_busy"] = _rounded(two_meter.machine_busy())
     res.two_workers_samples_per_s = two.samples / two.drained.busy_s
     n, secs = raw_consume(two_s)
     res.two_workers_raw_samples_per_s = n * (two.samples / two.messages) / secs
@@ -158,7 +199,8 @@ def run_bench(base: Settings, scale: float, say: Callable[[str], None] = print) 
         f"      {res.two_workers_samples_per_s:,.0f} samples/s, partitions {two.assigned} "
         f"(raw {res.two_workers_raw_samples_per_s:,.0f}, "
         f"ratio {res.as_json()['two_workers_ratio_raw']}; "
-        f"published in {two.publish_s:.1f}s of {two.drained.busy_s:.1f}s)"
+        f"published in {two.publish_s:.1f}s of {two.drained.busy_s:.1f}s; "
+        f"cores busy {res.extra['two_workers_cpu_machine_busy']})"
     )
 
     say("[6/9] live stream: one worker fed 31 simulated days at a fixed rate, RSS at day 7, 31")

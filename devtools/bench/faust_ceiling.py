@@ -75,9 +75,7 @@ def main(total: int, out: str) -> None:
 
     @app.agent(usage)
     async def take(stream: Any) -> None:
-        async for events in stream.take_events(
-            FAUST_BATCH, within=FAUST_WITHIN
-        ):
+        async for events in stream.take_events(FAUST_BATCH, within=FAUST_WITHIN):
             if not seen["n"]:
                 seen["t0"] = time.monotonic()
             seen["n"] += len(events)

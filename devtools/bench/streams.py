@@ -15,6 +15,7 @@ from typing import Any
 from devtools.bench.steps import (
     Drained,
     Rows,
+    Tick,
     drain,
     free_port,
     rss_mib,
@@ -104,7 +105,12 @@ class GroupRun:
 
 
 def two_workers(
-    settings: Settings, config: Config, nodes: int, log_dir: Path, timeout: float = 3600
+    settings: Settings,
+    config: Config,
+    nodes: int,
+    log_dir: Path,
+    timeout: float = 3600,
+    on_tick: Tick | None = None,
 ) -> GroupRun:
     """Two workers in one consumer group on a four-partition topic: start them on the empty
     topic, wait until each owns partitions (disjoint, non-empty), then publish a simulated
@@ -139,7 +145,7 @@ def two_workers(
         sent: list[float] = []
         publisher = threading.Thread(target=lambda: sent.append(send_all(settings, records)[1]))
         publisher.start()
-        drained = watch(settings, procs, logs, len(records), timeout, started)
+        drained = watch(settings, procs, logs, len(records), timeout, started, on_tick)
         publisher.join()
         stages: dict[str, float] = {}
         for w in workers:
