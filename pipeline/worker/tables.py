@@ -19,6 +19,7 @@ back from ClickHouse (:meth:`StateTables.preload`, :meth:`ClickHouseSink.recall_
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -32,7 +33,8 @@ from pipeline.worker.store import PartitionedStore
 Slot = tuple[str, str, int]  # how the memory is stored: tenant, source, start hour (µs)
 
 
-PART_IDS = 4096  # identities per stored part of a slot: bounds a changelog record (~200 KB)
+PART_IDS = 256  # identities per stored part of a slot: bounds what a batch rewrites per slot
+CACHE_IDS = 262_144  # identities held decoded across batches (least recently used go first)
 
 Part = dict[str, dict[str, int]]  # start minute -> {event id: version}
 
@@ -48,16 +50,29 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
     scheduler reporting every job, or a hostile producer) fills part after part, and a batch
     rewrites only the parts it changed, the newest, so no record grows past a bound whatever a
     source sends (one slot in one record would outgrow Kafka's request size and stop the
-    worker). Reads load a slot's parts once per batch; writes change the cached parts, and
-    :meth:`flush` writes each changed part once, to the changelog partition of the message that
-    changed it."""
+    worker). Writes change the decoded parts, and :meth:`flush` writes each changed part once,
+    to the changelog partition of the message that changed it.
 
-    def __init__(self, table: Any, bind: Any, part_ids: int = PART_IDS) -> None:
+    **Decoded slots are kept across batches**, up to ``cache_ids`` identities (the least
+    recently used slots are dropped after a flush, never a changed one before it is written),
+    with an index of the parts holding each start minute: a source reporting every few seconds
+    touches its slot in every batch, and decoding the whole slot each time cost a batch time in
+    proportion to everything the source sent that hour (freshness fell behind in ``make
+    bench``). The table stays the truth: a slot not held is read from it again, and whatever
+    changes the table behind this object's back (a rebalance, a changelog recovery, expiry)
+    calls :meth:`forget`."""
+
+    def __init__(
+        self, table: Any, bind: Any, part_ids: int = PART_IDS, cache_ids: int = CACHE_IDS
+    ) -> None:
         self._t = table
         self._bind = bind
         self.part_ids = part_ids
-        self._cache: dict[Slot, list[Part]] = {}
+        self.cache_ids = cache_ids
+        self._cache: OrderedDict[Slot, list[Part]] = OrderedDict()
         self._sizes: dict[Slot, list[int]] = {}  # identities per cached part
+        self._where: dict[Slot, dict[str, list[int]]] = {}  # start minute -> parts holding it
+        self._held = 0  # identities in the cached slots
         self._dirty: dict[tuple[Slot, int], Message] = {}
         self.current: Message | None = None
 
@@ -72,14 +87,23 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
 
     def _parts(self, slot: Slot) -> list[Part]:
         parts = self._cache.get(slot)
-        if parts is None:
-            parts = []
-            while (raw := self._t.get(self.bucket_bytes(slot, len(parts)))) is not None:
-                parts.append(json.loads(raw))
-            if not parts:
-                parts.append({})
-            self._cache[slot] = parts
-            self._sizes[slot] = [sum(len(ids) for ids in p.values()) for p in parts]
+        if parts is not None:
+            self._cache.move_to_end(slot)
+            return parts
+        parts = []
+        while (raw := self._t.get(self.bucket_bytes(slot, len(parts)))) is not None:
+            parts.append(json.loads(raw))
+        if not parts:
+            parts.append({})
+        where: dict[str, list[int]] = {}
+        for n, part in enumerate(parts):
+            for minute in part:
+                where.setdefault(minute, []).append(n)
+        sizes = [sum(len(ids) for ids in p.values()) for p in parts]
+        self._cache[slot] = parts
+        self._sizes[slot] = sizes
+        self._where[slot] = where
+        self._held += sum(sizes)
         return parts
 
     def _find(self, key: DedupeKey) -> tuple[Slot, list[Part], int, int | None]:
@@ -88,17 +112,20 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
         slot = self.slot(key.bucket)
         parts = self._parts(slot)
         minute = str(key.bucket.minute_us)
-        for n, part in enumerate(parts):
-            members = part.get(minute)
-            if members is not None:
-                version = members.get(key.event_id)
-                if version is not None:
-                    return slot, parts, n, version
+        for n in self._where[slot].get(minute, ()):
+            version = parts[n][minute].get(key.event_id)
+            if version is not None:
+                return slot, parts, n, version
         return slot, parts, len(parts) - 1, None
 
     def _put(self, slot: Slot, parts: list[Part], n: int, key: DedupeKey, value: int) -> None:
         """Store ``key`` in part ``n`` and mark that part changed."""
-        parts[n].setdefault(str(key.bucket.minute_us), {})[key.event_id] = value
+        minute = str(key.bucket.minute_us)
+        members = parts[n].get(minute)
+        if members is None:
+            members = parts[n][minute] = {}
+            self._where[slot].setdefault(minute, []).append(n)
+        members[key.event_id] = value
         if (slot, n) not in self._dirty and self.current is not None:
             self._dirty[(slot, n)] = self.current
 
@@ -109,6 +136,7 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
             parts.append({})
             sizes.append(0)
         sizes[-1] += 1
+        self._held += 1
         self._put(slot, parts, len(parts) - 1, key, value)
 
     def __getitem__(self, key: DedupeKey) -> int:
@@ -158,9 +186,25 @@ class BucketedSeen(MutableMapping[DedupeKey, int]):
             if written is not None:
                 written(msg.partition, slot[2], key)
         self._dirty.clear()
-        self._cache.clear()
-        self._sizes.clear()
+        while self._held > self.cache_ids and self._cache:
+            self._drop(next(iter(self._cache)))
         return count
+
+    def _drop(self, slot: Slot) -> None:
+        del self._cache[slot]
+        self._held -= sum(self._sizes.pop(slot))
+        del self._where[slot]
+
+    def forget(self, below_hour_us: int | None = None) -> None:
+        """Drop the decoded slots (those of start hours below ``below_hour_us``, or all): the
+        table changed under them. Not while a batch has unwritten changes."""
+        assert not self._dirty, "forget() with changes not flushed"
+        for slot in [s for s in self._cache if below_hour_us is None or s[2] < below_hour_us]:
+            self._drop(slot)
+
+    def held(self) -> int:
+        """Identities held decoded."""
+        return self._held
 
 
 class StateTables:
@@ -211,9 +255,11 @@ class StateTables:
         return sum(len(keys) for by_minute in self._index.values() for keys in by_minute.values())
 
     def forget_index(self) -> None:
-        """After a rebalance: another worker may have changed a partition's buckets."""
+        """After a rebalance: another worker may have changed a partition's buckets (and a
+        changelog recovery follows)."""
         self._index.clear()
         self._hours.clear()
+        self._seen.forget()
 
     def _hour_index(self, partition: int) -> dict[int, set[bytes]]:
         index = self._hours.get(partition)
@@ -256,6 +302,7 @@ class StateTables:
             for key in index.pop(minute):  # indexed keys exist: only expiry deletes them
                 del self._seen_table[key]
                 dropped += 1
+        self._seen.forget(floor_us)
         self._seen_table[self.floor_bytes(msg.partition)] = str(floor_us).encode()
         # the hourly aggregates of whole hours below the floor: ClickHouse holds their last
         # value and version (written before any batch that changed them was committed)

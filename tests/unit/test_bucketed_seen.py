@@ -154,3 +154,90 @@ def test_parts_keep_hostile_sources_and_ids_apart_and_expire_them() -> None:
     six = to_us(datetime(2026, 10, 1, 6, tzinfo=UTC))
     assert again.expire(msg, six) == 3
     assert list(seen_table) == [StateTables.floor_bytes(0)]
+
+
+class CountingTable(Table):
+    """Counts the reads, as a slot decoded again would show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: bytes, default: object = None) -> object:
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_slot_stays_decoded_across_batches_and_each_batch_rewrites_only_its_newest_part() -> None:
+    """A source reporting in every batch: after the first batch its slot is not read from the
+    table again, and each batch writes one part of at most ``part_ids`` identities (not the
+    whole hour's); every identity stays a duplicate, after a restart as well."""
+    table = CountingTable()
+    seen = BucketedSeen(table, lambda msg: None, part_ids=8)
+    written: list[int] = []
+    for batch in range(10):
+        seen.current = Message("t", 0, batch, b"acme-ai", b"")
+        items = [(sample(f"b{batch}-{g}", "n1", batch % 3), batch, g) for g in range(4)]
+        assert len(fold(items, seen, lambda k: Agg()).accepted) == 4
+        if batch == 1:
+            reads = table.reads
+        table.writes.clear()
+        seen.flush()
+        written += [sum(len(ids) for ids in json.loads(table[k]).values()) for k, _ in table.writes]
+    assert table.reads == reads  # decoded once, in the first batch
+    assert len(written) == 10 and max(written) <= 8
+    assert seen.held() == 40
+    again = BucketedSeen(table, lambda msg: None, part_ids=8)
+    copies = [(sample(f"b{b}-{g}", "n1", b % 3), 99, g) for b in range(10) for g in range(4)]
+    assert fold(copies, again, lambda k: Agg()).duplicates == 40
+
+
+def test_the_decoded_slots_are_bounded_and_a_dropped_slot_is_read_again() -> None:
+    table = CountingTable()
+    seen = BucketedSeen(table, lambda msg: None, part_ids=4, cache_ids=10)
+    seen.current = Message("t", 0, 1, b"acme-ai", b"")
+    items = [(sample(f"e{i}", f"n{i % 5}", 0), 1, i) for i in range(25)]  # 5 slots x 5 ids
+    assert len(fold(items, seen, lambda k: Agg()).accepted) == 25
+    seen.flush()
+    assert seen.held() == 10  # the two most recently used slots
+    before = table.reads
+    copies = fold([(s, 2, n) for s, _, n in items], seen, lambda k: Agg())
+    assert copies.duplicates == 25
+    assert table.reads > before  # the dropped slots were read from the table again
+
+
+def test_forget_drops_the_decoded_slots_so_a_changed_table_is_read_again() -> None:
+    """What a rebalance and a changelog recovery do: the table changes behind the memory's
+    back; after :meth:`StateTables.forget_index` the memory answers from the table."""
+    from pipeline.worker.tables import StateTables
+
+    seen_table: dict[bytes, bytes] = {}
+    tables = StateTables(seen_table, {})
+    msg = Message("t", 0, 1, b"acme-ai", b"")
+    tables.bind(msg)
+    first = (sample("e1", "n1", 0), 1, 0)
+    fold([first], tables.seen, lambda k: Agg())
+    tables.flush()
+    other = StateTables(seen_table, {})  # another worker adds an identity to the same slot
+    other.bind(msg)
+    second = (sample("e2", "n1", 0), 2, 0)
+    fold([second], other.seen, lambda k: Agg())
+    other.flush()
+    tables.forget_index()
+    assert tables._seen.held() == 0
+    copies = fold([(first[0], 3, 0), (second[0], 3, 1)], tables.seen, lambda k: Agg())
+    assert copies.duplicates == 2
+
+
+def test_expiry_drops_the_decoded_slots_below_the_floor() -> None:
+    from pipeline.worker.tables import StateTables
+
+    tables = StateTables({}, {})
+    msg = Message("t", 0, 1, b"acme-ai", b"")
+    tables.bind(msg)
+    items = [(sample("a", "n1", 0), 1, 0), (sample("b", "n1", 60), 1, 1)]  # 05:00 and 06:00
+    fold(items, tables.seen, lambda k: Agg())
+    tables.flush()
+    assert tables._seen.held() == 2
+    tables.expire(msg, to_us(datetime(2026, 10, 1, 6, tzinfo=UTC)))
+    assert tables._seen.held() == 1  # the 06:00 slot stays
