@@ -173,7 +173,7 @@ def test_a_slot_stays_decoded_across_batches_and_each_batch_rewrites_only_its_ne
     table again, and each batch writes one part of at most ``part_ids`` identities (not the
     whole hour's); every identity stays a duplicate, after a restart as well."""
     table = CountingTable()
-    seen = BucketedSeen(table, lambda msg: None, part_ids=8)
+    seen = BucketedSeen(table, lambda msg: None, part_ids=8, keep_ids=0)
     written: list[int] = []
     for batch in range(10):
         seen.current = Message("t", 0, batch, b"acme-ai", b"")
@@ -194,7 +194,7 @@ def test_a_slot_stays_decoded_across_batches_and_each_batch_rewrites_only_its_ne
 
 def test_the_decoded_slots_are_bounded_and_a_dropped_slot_is_read_again() -> None:
     table = CountingTable()
-    seen = BucketedSeen(table, lambda msg: None, part_ids=4, cache_ids=10)
+    seen = BucketedSeen(table, lambda msg: None, part_ids=4, cache_ids=10, keep_ids=0)
     seen.current = Message("t", 0, 1, b"acme-ai", b"")
     items = [(sample(f"e{i}", f"n{i % 5}", 0), 1, i) for i in range(25)]  # 5 slots x 5 ids
     assert len(fold(items, seen, lambda k: Agg()).accepted) == 25
@@ -213,6 +213,7 @@ def test_forget_drops_the_decoded_slots_so_a_changed_table_is_read_again() -> No
 
     seen_table: dict[bytes, bytes] = {}
     tables = StateTables(seen_table, {})
+    tables._seen.keep_ids = 0
     msg = Message("t", 0, 1, b"acme-ai", b"")
     tables.bind(msg)
     first = (sample("e1", "n1", 0), 1, 0)
@@ -233,6 +234,7 @@ def test_expiry_drops_the_decoded_slots_below_the_floor() -> None:
     from pipeline.worker.tables import StateTables
 
     tables = StateTables({}, {})
+    tables._seen.keep_ids = 0
     msg = Message("t", 0, 1, b"acme-ai", b"")
     tables.bind(msg)
     items = [(sample("a", "n1", 0), 1, 0), (sample("b", "n1", 60), 1, 1)]  # 05:00 and 06:00
@@ -241,3 +243,16 @@ def test_expiry_drops_the_decoded_slots_below_the_floor() -> None:
     assert tables._seen.held() == 2
     tables.expire(msg, to_us(datetime(2026, 10, 1, 6, tzinfo=UTC)))
     assert tables._seen.held() == 1  # the 06:00 slot stays
+
+
+def test_small_slots_are_not_kept_after_a_flush_large_ones_are() -> None:
+    table = CountingTable()
+    seen = BucketedSeen(table, lambda msg: None, part_ids=4, keep_ids=6)
+    seen.current = Message("t", 0, 1, b"acme-ai", b"")
+    small = [(sample(f"s{i}", "n1", 0), 1, i) for i in range(3)]
+    large = [(sample(f"l{i}", "n2", 0), 1, 3 + i) for i in range(7)]
+    assert len(fold(small + large, seen, lambda k: Agg()).accepted) == 10
+    seen.flush()
+    assert seen.held() == 7  # only n2's slot
+    copies = fold([(s, 2, n) for s, _, n in small + large], seen, lambda k: Agg())
+    assert copies.duplicates == 10
