@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.bench.steps import Rows, committed
+from pipeline.settings import REPO_ROOT
 
-RUN_DIR = Path(__file__).resolve().parents[2] / ".local" / "run"
+RUN_DIR = REPO_ROOT / ".local" / "run"
 SERVICES = ("kafka", "clickhouse")
 
 
